@@ -1,0 +1,53 @@
+"""Admin for bots and their backtests; backtests are read-only records."""
+from django.contrib import admin
+
+from bots.models import BacktestRun, Bot
+
+
+class BacktestInline(admin.TabularInline):
+    model = BacktestRun
+    fields = ("id", "created_at", "sharpe", "total_return", "num_fills", "status", "config_hash")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    show_change_link = True
+    ordering = ("-created_at",)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Bot)
+class BotAdmin(admin.ModelAdmin):
+    list_display = ("name", "strategy", "symbols", "timeframe", "short_hash", "latest_sharpe", "updated_at")
+    list_filter = ("strategy", "timeframe")
+    search_fields = ("name", "strategy")
+    readonly_fields = ("config_hash", "created_at", "updated_at")
+    inlines = [BacktestInline]
+
+    @admin.display(description="config hash")
+    def short_hash(self, obj: Bot) -> str:
+        return obj.config_hash[:12]
+
+    @admin.display(description="latest sharpe")
+    def latest_sharpe(self, obj: Bot):
+        run = obj.backtest_runs.order_by("-created_at").first()
+        return None if run is None or run.sharpe is None else round(run.sharpe, 3)
+
+
+@admin.register(BacktestRun)
+class BacktestRunAdmin(admin.ModelAdmin):
+    list_display = ("id", "bot", "symbol", "timeframe", "data_source", "start", "end", "sharpe", "total_return", "num_fills", "status", "created_at")
+    list_filter = ("status", "data_source", "timeframe", "bot")
+    search_fields = ("bot__name", "config_hash", "symbol")
+    date_hierarchy = "created_at"
+    exclude = ("trades", "equity")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields if f.name not in ("trades", "equity")]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

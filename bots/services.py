@@ -1,0 +1,230 @@
+"""Writes for bots: create, update, delete, run a backtest, and the paper metadata gate.
+
+Every rule about bots lives here; the API, admin and commands call these functions.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from bots.models import BacktestRun, Bot
+from config.errors import AppError, NotFound
+from paper.engine.bars import Bars, timeframe_seconds
+from paper.engine.botconfig import BotConfigError
+from paper.engine.synthetic import synthetic_bars
+
+EQUITY_POINTS_KEPT = 5000
+
+
+def _validation_details(exc: ValidationError) -> list[dict]:
+    details = []
+    for field, messages in exc.message_dict.items():
+        for m in messages:
+            details.append({"field": field, "message": m})
+    return details
+
+
+def bot_create(
+    *,
+    name: str,
+    strategy: str,
+    symbols: list[str],
+    timeframe: str = "1d",
+    params: dict | None = None,
+    risk: dict | None = None,
+    execution: dict | None = None,
+) -> Bot:
+    bot = Bot(
+        name=name,
+        strategy=strategy,
+        params=params or {},
+        symbols=symbols,
+        timeframe=timeframe,
+        risk=risk or {},
+        execution=execution or {},
+    )
+    try:
+        bot.save()
+    except ValidationError as exc:
+        details = _validation_details(exc)
+        raise AppError("invalid_bot", "; ".join(d["message"] for d in details), details=details) from None
+    return bot
+
+
+def bot_update(*, bot: Bot, **changes) -> Bot:
+    allowed = {"name", "strategy", "params", "symbols", "timeframe", "risk", "execution"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise AppError("invalid_bot", f"unknown fields: {', '.join(sorted(unknown))}")
+    for key, value in changes.items():
+        setattr(bot, key, value)
+    try:
+        bot.save()
+    except ValidationError as exc:
+        bot.refresh_from_db()
+        details = _validation_details(exc)
+        raise AppError("invalid_bot", "; ".join(d["message"] for d in details), details=details) from None
+    return bot
+
+
+def bot_get(*, bot_ref: str | int) -> Bot:
+    """A bot by id or by name."""
+    ref = str(bot_ref)
+    bot = Bot.objects.filter(pk=int(ref)).first() if ref.isdigit() else None
+    bot = bot or Bot.objects.filter(name=ref).first()
+    if bot is None:
+        raise NotFound("bot_not_found", f"no bot with id or name {ref!r}")
+    return bot
+
+
+def _as_datetime(value: date | datetime | None, *, end: bool = False) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
+    dt = datetime(value.year, value.month, value.day, tzinfo=UTC)
+    return dt + timedelta(days=1) - timedelta(seconds=1) if end else dt
+
+
+def backtest_bars(
+    *,
+    bot: Bot,
+    symbol: str | None = None,
+    start: date | datetime | None = None,
+    end: date | datetime | None = None,
+    data_source: str = "stored",
+    seed: int = 0,
+    synthetic_count: int | None = None,
+) -> Bars:
+    """The bars a backtest reads: from the bar store, or from the seeded synthetic generator."""
+    from paper.selectors import NoBarsError, bars_load
+
+    symbol = symbol or bot.symbols[0]
+    if data_source == "stored":
+        try:
+            return bars_load(symbol=symbol, timeframe=bot.timeframe, start=start, end=end)
+        except NoBarsError as exc:
+            raise AppError("no_bars", str(exc), status=422) from None
+    if data_source == "synthetic":
+        step = timeframe_seconds(bot.timeframe)
+        start_dt = _as_datetime(start) or datetime(2024, 1, 1, tzinfo=UTC)
+        if synthetic_count is None:
+            end_dt = _as_datetime(end, end=True) or start_dt + timedelta(days=365)
+            synthetic_count = max(1, int((end_dt - start_dt).total_seconds() // step) + 1)
+        return synthetic_bars(symbol, bot.timeframe, synthetic_count, seed=seed, start_ts=int(start_dt.timestamp()))
+    raise AppError("bad_data_source", f"data_source must be 'stored' or 'synthetic', not {data_source!r}")
+
+
+def backtest_run(
+    *,
+    bot: Bot,
+    start: date | datetime | None = None,
+    end: date | datetime | None = None,
+    symbol: str | None = None,
+    data_source: str = "stored",
+    seed: int = 0,
+    starting_cash: float = 100_000.0,
+    synthetic_count: int | None = None,
+) -> BacktestRun:
+    """Run the bot over bars through the engine and store the result as a BacktestRun."""
+    try:
+        config = bot.trading_config()
+        engine = config.build_engine(starting_cash=starting_cash, seed=seed, symbol=symbol)
+    except BotConfigError as exc:
+        raise AppError("invalid_bot", str(exc), details=exc.errors) from None
+    except ValueError as exc:
+        raise AppError("invalid_backtest", str(exc)) from None
+    bars = backtest_bars(
+        bot=bot, symbol=engine.symbol, start=start, end=end, data_source=data_source,
+        seed=seed, synthetic_count=synthetic_count,
+    )
+    started = time.perf_counter()
+    result = engine.run(bars)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    stride = max(1, len(result.equity) // EQUITY_POINTS_KEPT)
+    idx = list(range(0, len(result.equity), stride))
+    if idx and idx[-1] != len(result.equity) - 1:
+        idx.append(len(result.equity) - 1)
+    equity = [[int(result.ts[i]), float(result.equity[i])] for i in idx]
+    metrics = dict(result.metrics)
+    metrics["data_label"] = bars.label
+    with transaction.atomic():
+        return BacktestRun.objects.create(
+            bot=bot,
+            config_hash=config.config_hash,
+            config_snapshot=config.canonical(),
+            symbol=engine.symbol,
+            timeframe=bot.timeframe,
+            data_source=bars.source if bars.source != "csv" else "stored",
+            start=datetime.fromtimestamp(int(bars.ts[0]), UTC) if len(bars) else None,
+            end=datetime.fromtimestamp(int(bars.ts[-1]), UTC) if len(bars) else None,
+            num_bars=len(bars),
+            seed=seed,
+            starting_cash=starting_cash,
+            status=result.status,
+            halt=result.halt.to_dict() if result.halt else None,
+            metrics=metrics,
+            sharpe=metrics.get("sharpe"),
+            total_return=metrics.get("total_return"),
+            num_fills=len(result.fills),
+            trades=[f.to_dict() for f in result.fills],
+            equity=equity,
+            duration_ms=elapsed_ms,
+        )
+
+
+# --- the paper metadata gate -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GateDecision:
+    ok: bool
+    condition: str  # "passed" or the failed condition's code
+    message: str
+    backtest_id: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "condition": self.condition, "message": self.message, "backtest_id": self.backtest_id}
+
+
+GATE_CONDITIONS = {
+    "no_backtest": "the bot has no backtest",
+    "config_changed": "no backtest matches the bot's current config hash",
+    "backtest_too_old": "the latest backtest of the current config is too old",
+    "zero_sharpe": "the latest backtest of the current config has a zero or undefined sharpe",
+}
+
+
+def paper_gate_check(*, bot: Bot, now: datetime | None = None) -> GateDecision:
+    """May this bot start a paper session? Needs a fresh backtest of its current config with non-zero sharpe."""
+    now = now or timezone.now()
+    max_age = timedelta(hours=settings.PAPER_GATE_MAX_AGE_HOURS)
+    runs = BacktestRun.objects.filter(bot=bot).order_by("-created_at", "-id")
+    if not runs.exists():
+        return GateDecision(False, "no_backtest", f"{GATE_CONDITIONS['no_backtest']}: run a backtest first")
+    latest = runs.filter(config_hash=bot.config_hash).first()
+    if latest is None:
+        return GateDecision(
+            False, "config_changed",
+            f"{GATE_CONDITIONS['config_changed']} ({bot.config_hash[:12]}): the bot changed since its last backtest; backtest it again",
+        )
+    age = now - latest.created_at
+    if age > max_age:
+        hours = age.total_seconds() / 3600
+        return GateDecision(
+            False, "backtest_too_old",
+            f"{GATE_CONDITIONS['backtest_too_old']}: backtest {latest.pk} is {hours:.1f} h old, the limit is {max_age.total_seconds() / 3600:g} h",
+            latest.pk,
+        )
+    if latest.sharpe is None or latest.sharpe != latest.sharpe or latest.sharpe == 0:
+        return GateDecision(
+            False, "zero_sharpe",
+            f"{GATE_CONDITIONS['zero_sharpe']}: backtest {latest.pk} has sharpe {latest.sharpe}",
+            latest.pk,
+        )
+    return GateDecision(True, "passed", f"backtest {latest.pk} (sharpe {latest.sharpe:.3f}) is fresh", latest.pk)

@@ -1,0 +1,47 @@
+"""Admin for the paper ledger. Ledger rows are read-only: only services write them."""
+from django.contrib import admin
+
+from ledger.models import PaperEquityPoint, PaperFill, PaperOrder, PaperTradingRun
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(PaperTradingRun)
+class PaperTradingRunAdmin(ReadOnlyAdmin):
+    list_display = ("id", "bot", "status", "status_reason", "mode", "symbol", "total_pnl", "num_fills", "started_at", "ended_at", "updated_at")
+    list_filter = ("status", "mode", "data_source", "timeframe", "bot")
+    search_fields = ("id", "bot__name", "request_id", "status_reason")
+    date_hierarchy = "started_at"
+
+
+@admin.register(PaperOrder)
+class PaperOrderAdmin(ReadOnlyAdmin):
+    list_display = ("order_id", "paper_run", "symbol", "side", "type", "qty", "limit_price", "stop_price", "tif", "status", "filled_qty", "avg_fill_price", "created_at")
+    list_filter = ("status", "side", "type", "tif")
+    search_fields = ("order_id", "paper_run__id", "symbol")
+    list_select_related = ("paper_run",)
+
+
+@admin.register(PaperFill)
+class PaperFillAdmin(ReadOnlyAdmin):
+    list_display = ("fill_id", "paper_run", "order_id", "symbol", "side", "qty", "price", "fee", "liquidity", "filled_at")
+    list_filter = ("side", "liquidity", "symbol")
+    search_fields = ("fill_id", "order_id", "paper_run__id")
+    date_hierarchy = "filled_at"
+    list_select_related = ("paper_run",)
+
+
+@admin.register(PaperEquityPoint)
+class PaperEquityPointAdmin(ReadOnlyAdmin):
+    list_display = ("paper_run", "bar_index", "ts", "equity", "cash", "position")
+    search_fields = ("paper_run__id",)
+    list_select_related = ("paper_run",)

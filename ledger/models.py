@@ -1,0 +1,132 @@
+"""The paper ledger: runs, orders, fills and equity points, as the seed's SQL reads them.
+
+Run ids are readable strings (the same in the API, the UI, artifact folders and SQL).
+Ledger rows are written by services only, in bulk and idempotently.
+"""
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+from django.db import models
+
+
+def new_run_id() -> str:
+    """e.g. '20261121T081500Z-3f9a2c1b': sortable by creation time, safe as a folder name."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+
+TERMINAL_STATUSES = (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.ABORTED)
+
+
+class PaperTradingRun(models.Model):
+    id = models.CharField(primary_key=True, max_length=40, default=new_run_id, editable=False)
+    bot = models.ForeignKey("bots.Bot", on_delete=models.PROTECT, related_name="paper_runs")
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)
+    status_reason = models.CharField(max_length=200, blank=True, default="")
+    total_pnl = models.FloatField(null=True)
+    num_fills = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, db_index=True)
+    ended_at = models.DateTimeField(null=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, help_text="heartbeat while running")
+    mode = models.CharField(max_length=16, default="live", help_text="live (paced session) or replay")
+    starting_cash = models.FloatField()
+    duration_minutes = models.FloatField(null=True)
+    symbol = models.CharField(max_length=32)
+    timeframe = models.CharField(max_length=8)
+    data_source = models.CharField(max_length=16, default="synthetic")
+    seed = models.BigIntegerField(default=0)
+    pace = models.FloatField(default=1.0, help_text="bars per bar-interval; >1 runs faster than real time")
+    config_hash = models.CharField(max_length=64)
+    config_snapshot = models.JSONField(default=dict)
+    halt = models.JSONField(null=True, blank=True, help_text="the risk breach that halted the run")
+    error_type = models.CharField(max_length=100, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    ending_equity = models.FloatField(null=True)
+    bars_processed = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True)
+    request_id = models.CharField(max_length=100, blank=True, default="")
+
+    class Meta:
+        db_table = "paper_trading_runs"
+        ordering = ["-started_at", "-created_at"]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class PaperOrder(models.Model):
+    paper_run = models.ForeignKey(PaperTradingRun, on_delete=models.CASCADE, related_name="orders")
+    order_id = models.CharField(max_length=64, help_text="client order id, unique per run")
+    symbol = models.CharField(max_length=32)
+    side = models.CharField(max_length=4)
+    type = models.CharField(max_length=16)
+    qty = models.FloatField()
+    limit_price = models.FloatField(null=True)
+    stop_price = models.FloatField(null=True)
+    tif = models.CharField(max_length=4)
+    status = models.CharField(max_length=20)
+    filled_qty = models.FloatField(default=0)
+    avg_fill_price = models.FloatField(null=True)
+    reason = models.CharField(max_length=300, blank=True, default="")
+    bar_index = models.IntegerField()
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "paper_orders"
+        ordering = ["paper_run", "created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["paper_run", "order_id"], name="uniq_order_per_run"),
+        ]
+
+
+class PaperFill(models.Model):
+    paper_run = models.ForeignKey(PaperTradingRun, on_delete=models.CASCADE, related_name="fills")
+    fill_id = models.CharField(max_length=64)
+    order_id = models.CharField(max_length=64)
+    symbol = models.CharField(max_length=32)
+    side = models.CharField(max_length=4)
+    qty = models.FloatField()
+    price = models.FloatField()
+    fee = models.FloatField()
+    liquidity = models.CharField(max_length=5)
+    bar_index = models.IntegerField()
+    filled_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "paper_fills"
+        ordering = ["paper_run", "filled_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["paper_run", "fill_id"], name="uniq_fill_per_run"),
+        ]
+        indexes = [models.Index(fields=["paper_run", "filled_at"], name="paper_fills_run_time")]
+
+
+class PaperEquityPoint(models.Model):
+    paper_run = models.ForeignKey(PaperTradingRun, on_delete=models.CASCADE, related_name="equity_points")
+    bar_index = models.IntegerField()
+    ts = models.DateTimeField()
+    equity = models.FloatField()
+    cash = models.FloatField()
+    position = models.FloatField()
+
+    class Meta:
+        db_table = "paper_equity_points"
+        ordering = ["paper_run", "bar_index"]
+        constraints = [
+            models.UniqueConstraint(fields=["paper_run", "bar_index"], name="uniq_equity_point_per_run"),
+        ]

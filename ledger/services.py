@@ -1,0 +1,180 @@
+"""Writes to the paper ledger: create a run, record fills as they happen, persist a result.
+
+Every write is one transaction and idempotent: fills are unique per (run, fill id).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from ledger.models import PaperEquityPoint, PaperFill, PaperOrder, PaperTradingRun, RunStatus
+from paper.engine.engine import RunResult
+from paper.engine.orders import Fill, Order
+
+BATCH = 2000
+
+
+def _dt(ts: int) -> datetime:
+    return datetime.fromtimestamp(int(ts), UTC)
+
+
+def run_create(
+    *,
+    bot,
+    starting_cash: float,
+    symbol: str,
+    timeframe: str,
+    data_source: str,
+    seed: int,
+    config_snapshot: dict,
+    config_hash: str,
+    duration_minutes: float | None = None,
+    pace: float = 1.0,
+    mode: str = "live",
+    request_id: str = "",
+    run_id: str | None = None,
+) -> PaperTradingRun:
+    kwargs = {"id": run_id} if run_id else {}
+    return PaperTradingRun.objects.create(
+        bot=bot,
+        status=RunStatus.QUEUED,
+        starting_cash=starting_cash,
+        symbol=symbol,
+        timeframe=timeframe,
+        data_source=data_source,
+        seed=seed,
+        config_snapshot=config_snapshot,
+        config_hash=config_hash,
+        duration_minutes=duration_minutes,
+        pace=pace,
+        mode=mode,
+        request_id=request_id,
+        **kwargs,
+    )
+
+
+def run_mark_running(*, run: PaperTradingRun) -> PaperTradingRun:
+    run.status = RunStatus.RUNNING
+    run.started_at = run.started_at or timezone.now()
+    run.save(update_fields=["status", "started_at", "updated_at"])
+    return run
+
+
+def _fill_rows(run: PaperTradingRun, fills: Iterable[Fill]) -> list[PaperFill]:
+    return [
+        PaperFill(
+            paper_run=run,
+            fill_id=f.fill_id,
+            order_id=f.client_order_id,
+            symbol=f.symbol,
+            side=str(f.side),
+            qty=f.qty,
+            price=f.price,
+            fee=f.fee,
+            liquidity=str(f.liquidity),
+            bar_index=f.bar_index,
+            filled_at=_dt(f.ts),
+        )
+        for f in fills
+    ]
+
+
+def _order_rows(run: PaperTradingRun, orders: Iterable[Order]) -> list[PaperOrder]:
+    return [
+        PaperOrder(
+            paper_run=run,
+            order_id=o.client_order_id,
+            symbol=o.symbol,
+            side=str(o.side),
+            type=str(o.type),
+            qty=o.qty if isinstance(o.qty, float) and o.qty == o.qty else 0.0,
+            limit_price=o.limit_price,
+            stop_price=o.stop_price,
+            tif=str(o.tif),
+            status=str(o.status),
+            filled_qty=o.filled_qty,
+            avg_fill_price=o.avg_fill_price if o.filled_qty else None,
+            reason=o.reason[:300],
+            bar_index=o.created_bar,
+            created_at=_dt(o.created_ts),
+            updated_at=_dt(o.updated_ts),
+        )
+        for o in orders
+    ]
+
+
+def orders_upsert(*, run: PaperTradingRun, orders: Sequence[Order]) -> None:
+    """Insert new orders and update the status of known ones, keyed on (run, order id)."""
+    if not orders:
+        return
+    PaperOrder.objects.bulk_create(
+        _order_rows(run, orders),
+        batch_size=BATCH,
+        update_conflicts=True,
+        unique_fields=["paper_run", "order_id"],
+        update_fields=["status", "filled_qty", "avg_fill_price", "reason", "updated_at", "qty"],
+    )
+
+
+def fills_record(*, run: PaperTradingRun, fills: Sequence[Fill]) -> int:
+    """Record fills; a fill already recorded is skipped. Returns the run's fill count."""
+    with transaction.atomic():
+        if fills:
+            PaperFill.objects.bulk_create(_fill_rows(run, fills), batch_size=BATCH, ignore_conflicts=True)
+        run.num_fills = PaperFill.objects.filter(paper_run=run).count()
+        PaperTradingRun.objects.filter(pk=run.pk).update(num_fills=run.num_fills, updated_at=timezone.now())
+    return run.num_fills
+
+
+def equity_points_record(*, run: PaperTradingRun, result: RunResult, start: int = 0) -> None:
+    rows = [
+        PaperEquityPoint(
+            paper_run=run,
+            bar_index=i,
+            ts=_dt(result.ts[i]),
+            equity=float(result.equity[i]),
+            cash=float(result.cash[i]),
+            position=float(result.position[i]),
+        )
+        for i in range(start, len(result.equity))
+    ]
+    PaperEquityPoint.objects.bulk_create(rows, batch_size=BATCH, ignore_conflicts=True)
+
+
+def run_persist(
+    *,
+    run: PaperTradingRun,
+    result: RunResult,
+    status: str,
+    status_reason: str = "",
+    error_type: str = "",
+    error_message: str = "",
+) -> PaperTradingRun:
+    """Write a run's orders, fills and equity and close the run row, in one transaction.
+
+    Safe to call twice with the same result: nothing is duplicated.
+    """
+    with transaction.atomic():
+        orders_upsert(run=run, orders=result.orders)
+        if result.fills:
+            PaperFill.objects.bulk_create(_fill_rows(run, result.fills), batch_size=BATCH, ignore_conflicts=True)
+        equity_points_record(run=run, result=result)
+        now = timezone.now()
+        run.status = status
+        run.status_reason = status_reason
+        run.error_type = error_type
+        run.error_message = error_message
+        run.num_fills = PaperFill.objects.filter(paper_run=run).count()
+        run.ending_equity = result.final_equity
+        run.total_pnl = result.final_equity - run.starting_cash
+        run.bars_processed = len(result.equity)
+        run.metrics = result.metrics
+        run.halt = result.halt.to_dict() if result.halt else None
+        run.started_at = run.started_at or now
+        if status in (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.ABORTED):
+            run.ended_at = run.ended_at or now
+        run.save()
+    return run
