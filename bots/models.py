@@ -29,6 +29,10 @@ class Bot(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args, **kwargs):
+        self.full_clean()
+        super().save(*args, **kwargs)
+
     def trading_config(self) -> BotConfig:
         """The validated config; raises BotConfigError."""
         return BotConfig.validate(
@@ -56,9 +60,6 @@ class Bot(models.Model):
         self.symbols = list(config.symbols)
         self.config_hash = config.config_hash
 
-    def save(self, *args, **kwargs):
-        self.full_clean()
-        super().save(*args, **kwargs)
 
 
 class BacktestRun(models.Model):

@@ -93,6 +93,9 @@ class PaperOrder(models.Model):
             models.UniqueConstraint(fields=["paper_run", "order_id"], name="uniq_order_per_run"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.order_id} {self.side} {self.qty:g} {self.symbol} ({self.status})"
+
 
 class PaperFill(models.Model):
     paper_run = models.ForeignKey(PaperTradingRun, on_delete=models.CASCADE, related_name="fills")
@@ -115,6 +118,9 @@ class PaperFill(models.Model):
         ]
         indexes = [models.Index(fields=["paper_run", "filled_at"], name="paper_fills_run_time")]
 
+    def __str__(self) -> str:
+        return f"{self.fill_id} {self.side} {self.qty:g} {self.symbol} @ {self.price:g}"
+
 
 class PaperEquityPoint(models.Model):
     paper_run = models.ForeignKey(PaperTradingRun, on_delete=models.CASCADE, related_name="equity_points")
@@ -130,3 +136,6 @@ class PaperEquityPoint(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["paper_run", "bar_index"], name="uniq_equity_point_per_run"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.paper_run_id} bar {self.bar_index}: {self.equity:,.2f}"

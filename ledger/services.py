@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from ledger.models import PaperEquityPoint, PaperFill, PaperOrder, PaperTradingRun, RunStatus
@@ -130,18 +130,51 @@ def fills_record(*, run: PaperTradingRun, fills: Sequence[Fill]) -> int:
 
 
 def equity_points_record(*, run: PaperTradingRun, result: RunResult, start: int = 0) -> None:
-    rows = [
-        PaperEquityPoint(
-            paper_run=run,
-            bar_index=i,
-            ts=_dt(result.ts[i]),
-            equity=float(result.equity[i]),
-            cash=float(result.cash[i]),
-            position=float(result.position[i]),
-        )
-        for i in range(start, len(result.equity))
-    ]
-    PaperEquityPoint.objects.bulk_create(rows, batch_size=BATCH, ignore_conflicts=True)
+    """Insert equity points from bar `start` on; a point already stored is skipped.
+
+    Raw SQL with ON CONFLICT DO NOTHING: the ORM's per-row model objects cost ~30 us a
+    row, far too slow for million-bar replays.
+    """
+    n = len(result.equity)
+    if start >= n:
+        return
+    table = PaperEquityPoint._meta.db_table
+    columns = "paper_run_id, bar_index, ts, equity, cash, position"
+    ts = result.ts.tolist()
+    equity = result.equity.tolist()
+    cash = result.cash.tolist()
+    position = result.position.tolist()
+    if connection.vendor == "postgresql":
+        # COPY into a staging table, then one INSERT .. ON CONFLICT: executemany through
+        # the driver is ~30x slower on PostgreSQL.
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS equity_stage (paper_run_id varchar(40), bar_index integer, "
+                "ts bigint, equity double precision, cash double precision, position double precision) "
+                "ON COMMIT DELETE ROWS"
+            )
+            cursor.execute("TRUNCATE equity_stage")
+            rid = run.pk
+            # repr() of a float round-trips exactly; one text block beats write_row per row.
+            block = "".join(
+                f"{rid}\t{i}\t{ts[i]}\t{equity[i]!r}\t{cash[i]!r}\t{position[i]!r}\n" for i in range(start, n)
+            )
+            with cursor.cursor.copy(f"COPY equity_stage ({columns}) FROM STDIN") as copy:
+                copy.write(block)
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) SELECT paper_run_id, bar_index, to_timestamp(ts), "
+                "equity, cash, position FROM equity_stage ON CONFLICT (paper_run_id, bar_index) DO NOTHING"
+            )
+        return
+    adapt = connection.ops.adapt_datetimefield_value
+    rows = [(run.pk, i, adapt(_dt(ts[i])), equity[i], cash[i], position[i]) for i in range(start, n)]
+    sql = (
+        f"INSERT INTO {table} ({columns}) "
+        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (paper_run_id, bar_index) DO NOTHING"
+    )
+    with connection.cursor() as cursor:
+        for lo in range(0, len(rows), 50_000):
+            cursor.executemany(sql, rows[lo : lo + 50_000])
 
 
 def run_persist(

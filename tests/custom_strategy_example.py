@@ -1,5 +1,6 @@
 """A custom strategy loaded by dotted path in the tests (not registered by name).
 Also holds attributes that are not strategies, to check they are refused."""
+
 from __future__ import annotations
 
 from pydantic import Field

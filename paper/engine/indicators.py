@@ -1,5 +1,6 @@
 """Vectorized, causal indicators over bar columns, and the registry the engine computes them from.
-Every built-in is prefix-stable bit for bit: f(x[:k]) == f(x)[:k] for every k (NaN during warm-up)."""
+Every built-in is prefix-stable bit for bit: f(x[:k]) == f(x)[:k] for all k (NaN in warm-up)."""
+
 # How prefix stability is guaranteed: sums come from `np.cumsum` along rows of fixed-position
 # blocks (a sequential accumulate, so the value at bar i depends only on bars 0..i, never on the
 # array length; see `_window_sums`); rolling max/min are exact, so their evaluation order does
@@ -33,14 +34,19 @@ _SIGNATURES: dict[str, inspect.Signature] = {}
 def indicator(name: str, *, builtin: bool = False) -> Callable[[F], F]:
     """Decorator: register `fn(cols, **kwargs) -> np.ndarray` under `name`.
 
-    Re-registering a custom name replaces it; a built-in name cannot be replaced.
+    A name taken by another function is refused (built-ins included); re-registering the same
+    function, or the same module-level function after a module reload, is allowed.
     """
     if not isinstance(name, str) or not name:
         raise ValueError("indicator name must be a non-empty string")
 
     def deco(fn: F) -> F:
-        if name in _BUILTIN and INDICATORS.get(name) is not fn:
-            raise ValueError(f"indicator {name!r} is a built-in and cannot be replaced")
+        old = INDICATORS.get(name)
+        if old is not None and old is not fn:
+            if name in _BUILTIN:
+                raise ValueError(f"indicator {name!r} is a built-in and cannot be replaced")
+            if _origin(old) != _origin(fn):
+                raise ValueError(f"indicator {name!r} is already registered by {_origin(old)}")
         INDICATORS[name] = fn
         _SIGNATURES[name] = inspect.signature(fn)
         if builtin:
@@ -48,6 +54,10 @@ def indicator(name: str, *, builtin: bool = False) -> Callable[[F], F]:
         return fn
 
     return deco
+
+
+def _origin(fn: Callable) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 def is_builtin(name: str) -> bool:
@@ -67,6 +77,8 @@ def compute_indicator(spec: IndicatorSpec, cols: Mapping[str, np.ndarray]) -> np
         _SIGNATURES[name].bind(cols, **kwargs)
     except TypeError as exc:
         raise ValueError(f"indicator {name!r}: bad arguments {kwargs!r}: {exc}") from None
+    if name not in _BUILTIN:
+        cols = _read_only(cols)  # a custom indicator must not write into the engine's arrays
     try:
         result = fn(cols, **kwargs)
     except Exception as exc:
@@ -79,6 +91,15 @@ def compute_indicator(spec: IndicatorSpec, cols: Mapping[str, np.ndarray]) -> np
     if out.shape != (n,):
         raise ValueError(f"indicator {name!r} returned shape {out.shape}, expected ({n},)")
     return out
+
+
+def _read_only(cols: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    views = {}
+    for key, values in cols.items():
+        view = np.asarray(values).view()
+        view.flags.writeable = False
+        views[key] = view
+    return views
 
 
 def default_cut_points(n: int) -> list[int]:
@@ -155,7 +176,7 @@ def _nans(n: int) -> np.ndarray:
 
 
 def _blocks(v: np.ndarray, window: int) -> np.ndarray:
-    """`v` cut into rows of `window` (the last row padded with its first value)."""
+    """A fresh copy of `v` cut into rows of `window` (the last row padded with its first value)."""
     m = -(-len(v) // window)
     padded = np.empty(m * window, dtype=np.float64)
     padded[: len(v)] = v
@@ -163,56 +184,56 @@ def _blocks(v: np.ndarray, window: int) -> np.ndarray:
     return padded.reshape(m, window)
 
 
-def _previous_rows(p: np.ndarray) -> np.ndarray:
-    """Row b-1 of `p` at row b (zeros for the first row)."""
-    prev = np.empty_like(p)
-    prev[0] = 0.0
-    prev[1:] = p[:-1]
-    return prev
+def _add_previous_tail(p: np.ndarray) -> np.ndarray:
+    """In place: row b += (last of row b-1) - row b-1, i.e. the sums over the previous block's
+    last window-1-r values, for rows of block-wise cumsums `p`. Returns the previous tails."""
+    tail = np.zeros_like(p)
+    np.subtract(p[:-1, -1:], p[:-1], out=tail[1:])
+    p += tail
+    return tail
 
 
 # Windowed sums with bounded rounding. The series is cut into blocks of `window` bars at fixed
 # positions (multiples of `window`, so a prefix has the same blocks); each block is summed with a
 # sequential cumsum along its row. A window ending at column r of block b is the block's first
-# r+1 values plus the last window-1-r values of block b-1: P[b, r] + (T[b-1] - P[b-1, r]).
+# r+1 values plus the last window-1-r values of block b-1: P[b, r] + (P[b-1, -1] - P[b-1, r]).
 # Unlike one cumsum over the whole history, the error does not grow with the history length.
 # For sums of x and x^2 each block is shifted by its first value (its anchor), which keeps the
 # terms as small as the price moves over two blocks; the previous block's tail is re-anchored.
-# Row/column positions whose window is incomplete (the first window-1 bars) are discarded.
+# Positions whose window is incomplete (the first window-1 bars) and the padding are discarded.
 
 
 def _window_sums(v: np.ndarray, window: int) -> np.ndarray:
     """Sums of `v` over every full window, for the windows ending at window-1..len(v)-1."""
-    p = np.cumsum(_blocks(v, window), axis=1)
-    prev = _previous_rows(p)
-    sums = p + (prev[:, -1:] - prev)
-    return sums.ravel()[window - 1 : len(v)]
+    p = _blocks(v, window)
+    np.cumsum(p, axis=1, out=p)
+    _add_previous_tail(p)
+    return p.ravel()[window - 1 : len(v)]
 
 
 def _anchored_window_moments(x: np.ndarray, window: int, squares: bool):
-    """For every full window: (anchor, S1, S2) with S1 = sum(x - anchor), S2 = sum((x - anchor)^2)
-    (S2 is None unless `squares`); `anchor` is the first value of the block of the window's end."""
-    blocks = _blocks(x, window)
-    anchor = blocks[:, :1]
-    d = blocks - anchor
-    p1 = np.cumsum(d, axis=1)
-    prev1 = _previous_rows(p1)
-    tail1 = prev1[:, -1:] - prev1  # previous block's last window-1-r values, its own anchor
-    delta = _previous_rows(anchor)
-    delta[0] = anchor[0]
-    delta -= anchor  # previous anchor - this anchor (0 for the first block)
-    count = np.arange(window - 1, -1, -1, dtype=np.float64)  # window-1-r values from before
-    s1 = p1 + tail1 + count * delta
-    n = len(x)
-    lo = window - 1
+    """Per block row: (anchor, S1, S2), S1/S2 the sums of (x - anchor) and (x - anchor)^2 over the
+    window ending at each position (S2 None unless `squares`). Anchor: first value of the block."""
+    d = _blocks(x, window)
+    anchor = d[:, :1].copy()
+    d -= anchor
+    delta = np.zeros_like(anchor)  # previous anchor - this anchor (0 for the first block)
+    np.subtract(anchor[:-1], anchor[1:], out=delta[1:])
+    count = np.arange(window - 1, -1, -1, dtype=np.float64)  # values taken from block b-1
     s2 = None
     if squares:
-        p2 = np.cumsum(d * d, axis=1)
-        prev2 = _previous_rows(p2)
-        tail2 = prev2[:, -1:] - prev2
-        s2 = (p2 + tail2 + 2.0 * delta * tail1 + count * (delta * delta)).ravel()[lo:n]
-    anchors = np.broadcast_to(anchor, blocks.shape).ravel()[lo:n]
-    return anchors, s1.ravel()[lo:n], s2
+        s2 = d * d
+        np.cumsum(s2, axis=1, out=s2)
+        _add_previous_tail(s2)
+    s1 = d
+    np.cumsum(s1, axis=1, out=s1)
+    tail1 = _add_previous_tail(s1)  # S1 so far: previous tail still about the previous anchor
+    if squares:
+        tail1 *= 2.0 * delta
+        s2 += tail1
+        s2 += count * (delta * delta)
+    s1 += count * delta
+    return anchor, s1, s2
 
 
 def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
@@ -221,8 +242,10 @@ def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
     out = _nans(n)
     if n < window:
         return out
-    anchors, s1, _ = _anchored_window_moments(x, window, squares=False)
-    out[window - 1 :] = anchors + s1 / window
+    anchor, s1, _ = _anchored_window_moments(x, window, squares=False)
+    s1 /= window
+    s1 += anchor
+    out[window - 1 :] = s1.ravel()[window - 1 : n]
     return out
 
 
@@ -238,28 +261,43 @@ def rolling_std(x: np.ndarray, window: int) -> np.ndarray:
     if n < window:
         return out
     _, s1, s2 = _anchored_window_moments(x, window, squares=True)
-    var = (s2 - s1 * s1 / window) / window
-    np.maximum(var, 0.0, out=var)
-    np.sqrt(var, out=out[window - 1 :])
+    s1 *= s1
+    s1 /= window
+    s2 -= s1
+    s2 /= window
+    np.maximum(s2, 0.0, out=s2)
+    np.sqrt(s2.ravel()[window - 1 : n], out=out[window - 1 :])
     return out
 
 
+# Below this window, max/min over `window` shifted slices (one vectorized pass each) beats the
+# block method, whose per-row accumulate calls dominate for short rows. Both are exact.
+_SHIFTED_SLICES_MAX_WINDOW = 64
+
+
 def _rolling_extreme(x: np.ndarray, window: int, ufunc: np.ufunc, pad: float) -> np.ndarray:
-    # van Herk / Gil-Werman: split into blocks of `window`; every window is the union of a block
-    # suffix and the next block's prefix. O(n) and exact (max/min never round).
     n = len(x)
     if window == 1:
         return np.array(x, dtype=np.float64)
     out = _nans(n)
     if n < window:
         return out
+    k = n - window + 1
+    res = out[window - 1 :]
+    if window <= _SHIFTED_SLICES_MAX_WINDOW:
+        ufunc(x[:k], x[1 : k + 1], out=res)
+        for j in range(2, window):
+            ufunc(res, x[j : k + j], out=res)
+        return out
+    # van Herk / Gil-Werman: split into blocks of `window`; every window is the union of a block
+    # suffix and the next block's prefix. O(n) whatever the window.
     m = -(-n // window)
     blocks = np.full(m * window, pad, dtype=np.float64)
     blocks[:n] = x
     blocks = blocks.reshape(m, window)
     prefix = ufunc.accumulate(blocks, axis=1).ravel()
     suffix = ufunc.accumulate(blocks[:, ::-1], axis=1)[:, ::-1].ravel()
-    ufunc(suffix[: n - window + 1], prefix[window - 1 : n], out=out[window - 1 :])
+    ufunc(suffix[:k], prefix[window - 1 : n], out=res)
     return out
 
 
@@ -280,17 +318,18 @@ def cutler_rsi(x: np.ndarray, window: int) -> np.ndarray:
     out = _nans(n)
     if n <= window:
         return out
-    change = x[1:] - x[:-1]
+    change = np.subtract(x[1:], x[:-1])
     gains = np.maximum(change, 0.0)
-    losses = np.maximum(-change, 0.0)
+    losses = np.maximum(np.negative(change, out=change), 0.0, out=change)
     # Block sums of non-negatives: every partial sum is monotone, so g, loss >= 0, and exactly 0
     # when the window has no gain (no loss).
     g = _window_sums(gains, window)
-    loss = _window_sums(losses, window)
-    total = g + loss
-    res = np.full(len(g), 50.0)
-    np.divide(100.0 * g, total, out=res, where=total > 0)
-    res[np.isnan(total)] = np.nan
+    total = _window_sums(losses, window)
+    total += g
+    with np.errstate(invalid="ignore"):
+        res = np.divide(g, total, out=g)  # 0 / 0 -> NaN, replaced by 50 below
+    res *= 100.0
+    res[total == 0.0] = 50.0
     out[window:] = res
     return out
 

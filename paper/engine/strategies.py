@@ -1,5 +1,6 @@
 """The built-in strategies: SMA crossover, RSI mean reversion, Donchian breakout, buy and hold.
 All are long/flat and trade only through `ctx.target(exposure)`; none keeps state of its own."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -16,12 +17,14 @@ from paper.engine.strategy import (
     register,
 )
 
-# Indicator look-backs: at least 1 (2 for a slow average), at most 10,000 bars.
+# Longest indicator look-back a built-in accepts, in bars.
 MAX_WINDOW = 10_000
 
 Exposure = Annotated[
     float,
-    Field(gt=0, le=1, allow_inf_nan=False, description="Fraction of equity held when long, in (0, 1]."),
+    Field(
+        gt=0, le=1, allow_inf_nan=False, description="Fraction of equity held when long, in (0, 1]."
+    ),
 ]
 
 
@@ -46,7 +49,7 @@ def _must_exceed(info: ValidationInfo, value: float, lower: str, upper: str) -> 
 class _PositionTarget(Strategy):
     """Shared: caches `params.exposure` so `on_bar` reads a plain attribute."""
 
-    def __init__(self, params=None):
+    def __init__(self, params: StrategyParams | dict | None = None):
         super().__init__(params)
         self._long = float(self.params.exposure)
 
@@ -54,11 +57,14 @@ class _PositionTarget(Strategy):
 @register
 class SmaCrossover(_PositionTarget):
     name = "sma_crossover"
-    description = "Long while the fast simple moving average of close is above the slow one, flat otherwise."
+    description = "Long while the fast SMA of close is above the slow SMA, flat otherwise."
 
     class Params(_Params):
         fast: int = Field(10, ge=1, le=MAX_WINDOW, description="Fast SMA window, in bars.")
-        slow: int = Field(30, ge=2, validate_default=True, le=MAX_WINDOW, description="Slow SMA window, in bars.")
+        # validate_default: the order rule must also hold against a defaulted slow (fast=40)
+        slow: int = Field(
+            30, ge=2, le=MAX_WINDOW, validate_default=True, description="Slow SMA window, in bars."
+        )
 
         @field_validator("slow")
         @classmethod
@@ -81,12 +87,21 @@ class SmaCrossover(_PositionTarget):
 @register
 class RsiMeanReversion(_PositionTarget):
     name = "rsi_mean_reversion"
-    description = "Buys when Cutler's RSI of close drops below oversold, exits when it rises above overbought."
+    description = "Long when Cutler's RSI of close falls below oversold, flat above overbought."
 
     class Params(_Params):
         window: int = Field(14, ge=1, le=MAX_WINDOW, description="RSI window, in price changes.")
-        oversold: float = Field(30.0, gt=0, lt=100, allow_inf_nan=False, description="Go long below this RSI.")
-        overbought: float = Field(70.0, gt=0, lt=100, validate_default=True, allow_inf_nan=False, description="Go flat above this RSI.")
+        oversold: float = Field(
+            30.0, gt=0, lt=100, allow_inf_nan=False, description="Go long below this RSI."
+        )
+        overbought: float = Field(
+            70.0,
+            gt=0,
+            lt=100,
+            validate_default=True,
+            allow_inf_nan=False,
+            description="Go flat above this RSI.",
+        )
 
         @field_validator("overbought")
         @classmethod
@@ -94,7 +109,7 @@ class RsiMeanReversion(_PositionTarget):
             _must_exceed(info, overbought, "oversold", "overbought")
             return overbought
 
-    def __init__(self, params=None):
+    def __init__(self, params: StrategyParams | dict | None = None):
         super().__init__(params)
         self._oversold = float(self.params.oversold)
         self._overbought = float(self.params.overbought)
@@ -114,11 +129,17 @@ class RsiMeanReversion(_PositionTarget):
 @register
 class DonchianBreakout(_PositionTarget):
     name = "donchian_breakout"
-    description = "Long when close breaks above the prior entry-window high, flat when it breaks below the prior exit-window low."
+    description = (
+        "Long when close breaks the prior entry-window high, flat below the exit-window low."
+    )
 
     class Params(_Params):
-        entry_window: int = Field(20, ge=1, le=MAX_WINDOW, description="Breakout channel (highest high), in bars.")
-        exit_window: int = Field(10, ge=1, le=MAX_WINDOW, description="Exit channel (lowest low), in bars.")
+        entry_window: int = Field(
+            20, ge=1, le=MAX_WINDOW, description="Breakout channel (highest high), in bars."
+        )
+        exit_window: int = Field(
+            10, ge=1, le=MAX_WINDOW, description="Exit channel (lowest low), in bars."
+        )
 
     def indicators(self) -> dict[str, IndicatorSpec]:
         return {
@@ -127,7 +148,7 @@ class DonchianBreakout(_PositionTarget):
         }
 
     def on_bar(self, ctx: StrategyContext) -> None:
-        # The channels of the previous bar: the current bar's own high/low would always contain close.
+        # The previous bar's channels: the current bar's own high/low always contain its close.
         close = ctx.close()
         if close > ctx.ind("upper", 1):
             ctx.target(self._long)
