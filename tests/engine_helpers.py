@@ -57,7 +57,8 @@ class ScriptedStrategy(Strategy):
     """Places pre-scripted orders on given bars and records what it saw.
 
     `placed` holds (decision bar, Order returned by ctx.buy/sell) in placement order;
-    `log[i]` holds, for every order placed so far, (status, filled_qty) as seen in on_bar(i).
+    `log[i]` holds, for every order placed up to bar i, (status, filled_qty) at the end of on_bar(i)
+    (after bar i's fills and the strategy's own actions on bar i).
     """
 
     def __init__(self, script: dict[int, list[dict]] | None = None):
@@ -67,7 +68,6 @@ class ScriptedStrategy(Strategy):
         self.log: dict[int, dict[str, tuple[OrderStatus, float]]] = {}
 
     def on_bar(self, ctx: StrategyContext) -> None:
-        self.log[ctx.i] = {o.client_order_id: (o.status, o.filled_qty) for _, o in self.placed}
         for spec in self.script.get(ctx.i, ()):
             kw = dict(spec)
             if "cancel" in kw:
@@ -76,6 +76,7 @@ class ScriptedStrategy(Strategy):
             side = kw.pop("side")
             order = getattr(ctx, side)(**kw)
             self.placed.append((ctx.i, order))
+        self.log[ctx.i] = {o.client_order_id: (o.status, o.filled_qty) for _, o in self.placed}
 
     def order(self, n: int = 0) -> Order:
         """The n-th order placed (as returned to the strategy)."""

@@ -21,7 +21,7 @@ One broker serves backtests, fast replays and live-paced sessions. The fill rule
     |                  | else L <= S                           | S x (1 - slippage)         | taker     |
     | stop-limit buy   | triggers like a stop buy at price T;  | T x (1 + slippage), capped | taker     |
     |   @S limit P     | fills there if T <= P, else rests as  | at P                       |           |
-    |                  | a limit buy @P from the next bar      |                            |           |
+    |                  | a limit buy @P from the next bar      | as a limit buy @P (above)  | maker     |
     | stop-limit sell  | mirror of the buy                     |                            |           |
 
     - slippage = slippage_bps/1e4 + slippage_volume_bps/1e4 x (qty / bar volume)
@@ -30,10 +30,11 @@ One broker serves backtests, fast replays and live-paced sessions. The fill rule
     - Partial fills: with max_volume_fraction f, a fill takes at most f x bar volume; the
       rest stays open (GTC) or is canceled (IOC).
     - IOC orders live for their first eligible bar only; the unfilled remainder is canceled.
-    - Buying power: a buy that adds to a long position is cut to what cash can pay,
-      fee included; if nothing is affordable the order is canceled ("insufficient cash").
-    - Long-only bots: a sell is cut to the long position (it can only reduce it);
-      a sell with nothing to sell is rejected at submission.
+    - Buying power: the part of a buy that opens or adds to a long position is cut to what
+      cash (after covering any short) can pay, fee included; if nothing is affordable the
+      order is canceled ("insufficient cash").
+    - Long-only bots: a sell is cut to the long position (it can only reduce it) and the
+      rest is canceled; a sell with nothing to sell is rejected at submission.
     - Fees: notional x maker_fee_bps/1e4 or taker_fee_bps/1e4 by liquidity.
     - Orders still open when the data ends stay open and are reported as open.
 """
@@ -246,20 +247,27 @@ class SimulatedBroker:
                 qty = order.remaining
                 if ex.max_volume_fraction is not None:
                     qty = min(qty, self.round_qty(ex.max_volume_fraction * v))
-                price = raw
-                if liquidity is Liquidity.TAKER:
-                    slip = self._slip
-                    if ex.slippage_volume_bps and v > 0:
-                        slip += ex.slippage_volume_bps / 1e4 * (qty / v)
-                    if ex.slippage_jitter_bps:
-                        slip += self.rng.uniform(0.0, ex.slippage_jitter_bps) / 1e4
-                    price = raw * (1 + slip) if order.side is Side.BUY else raw * (1 - slip)
-                    if order.type is OrderType.STOP_LIMIT:
-                        lp = order.limit_price
-                        price = min(price, lp) if order.side is Side.BUY else max(price, lp)
-                price = min(max(price, l), h)
+                cut_to_position = False
+                if order.side is Side.SELL and not ex.allow_short:
+                    held = self.round_qty(max(pf.position, 0.0))
+                    if qty > held:
+                        qty, cut_to_position = held, True
+                taker = liquidity is Liquidity.TAKER
+                # Drawn once per fill attempt, so the run's generator advances the same way every run.
+                jitter = self.rng.uniform(0.0, ex.slippage_jitter_bps) / 1e4 if taker and ex.slippage_jitter_bps else 0.0
+                price = self._fill_price(order, raw, taker, qty, v, jitter, l, h)
                 fee_rate = self._maker if liquidity is Liquidity.MAKER else self._taker
-                qty = self._affordable(order, qty, price, fee_rate)
+                if order.side is Side.BUY:
+                    # Covering a short is never cut; the part that opens or adds to a long is
+                    # cut to what the cash left after covering can pay.
+                    cover = max(-pf.position, 0.0)
+                    if qty > cover:
+                        cost_per_unit = price * (1 + fee_rate)
+                        room = self._affordable_buy(pf.cash - cover * cost_per_unit, cost_per_unit)
+                        if qty - cover > room:
+                            qty = cover + room
+                            # Volume slippage is priced on the qty that really fills (never dearer).
+                            price = self._fill_price(order, raw, taker, qty, v, jitter, l, h)
                 if qty <= 0:
                     why = "insufficient cash" if order.side is Side.BUY else "no position left to sell"
                     if ex.max_volume_fraction is not None and v * ex.max_volume_fraction < self._step:
@@ -291,23 +299,40 @@ class SimulatedBroker:
                     order.status = OrderStatus.FILLED
                 else:
                     order.status = OrderStatus.PARTIALLY_FILLED
+                if cut_to_position and order.status.is_open:
+                    # A long-only sell can only reduce the position: the rest must not wait to
+                    # sell a position bought later.
+                    self._close(order, OrderStatus.CANCELED, ts, "long-only: remainder beyond the position canceled")
             if order.status.is_open and order.tif is TimeInForce.IOC:
                 self._close(order, OrderStatus.CANCELED, ts, "ioc: unfilled remainder canceled")
         self.open_orders = [o for o in self.open_orders if o.status.is_open]
         self.fills.extend(new_fills)
         return new_fills
 
-    def _affordable(self, order: Order, qty: float, price: float, fee_rate: float) -> float:
-        pf = self.portfolio
-        if order.side is Side.BUY:
-            if pf.position >= 0:
-                cost_per_unit = price * (1 + fee_rate)
-                if qty * cost_per_unit > pf.cash:
-                    qty = self.round_qty(max(pf.cash, 0.0) / cost_per_unit)
-            return qty
-        if not self.execution.allow_short:
-            qty = min(qty, self.round_qty(max(pf.position, 0.0)))
-        return qty
+    def _fill_price(self, order: Order, raw: float, taker: bool, qty: float, v: float,
+                    jitter: float, l: float, h: float) -> float:
+        """Slip a taker fill against the trader, cap stop-limits at their limit, clamp to [low, high]."""
+        price = raw
+        if taker:
+            slip = self._slip + jitter
+            vol_bps = self.execution.slippage_volume_bps
+            if vol_bps and v > 0:
+                slip += vol_bps / 1e4 * (qty / v)
+            price = raw * (1 + slip) if order.side is Side.BUY else raw * (1 - slip)
+            if order.type is OrderType.STOP_LIMIT:
+                lp = order.limit_price
+                price = min(price, lp) if order.side is Side.BUY else max(price, lp)
+        return min(max(price, l), h)
+
+    def _affordable_buy(self, cash: float, cost_per_unit: float) -> float:
+        """The largest qty on the step grid whose cost, fee included, `cash` can pay (never rounds up)."""
+        if cash <= 0:
+            return 0.0
+        step = self._step
+        qty = math.floor(cash / cost_per_unit / step) * step
+        while qty > 0 and qty * cost_per_unit > cash:
+            qty -= step
+        return max(qty, 0.0)
 
 
 def _finite(x) -> bool:
