@@ -141,6 +141,7 @@ def equity_points_record(*, run: PaperTradingRun, result: RunResult, start: int 
     table = PaperEquityPoint._meta.db_table
     columns = "paper_run_id, bar_index, ts, equity, cash, position"
     ts = result.ts.tolist()
+    off = result.bar_offset  # equity points carry the same absolute bar index as fills
     equity = result.equity.tolist()
     cash = result.cash.tolist()
     position = result.position.tolist()
@@ -157,7 +158,7 @@ def equity_points_record(*, run: PaperTradingRun, result: RunResult, start: int 
             rid = run.pk
             # repr() of a float round-trips exactly; one text block beats write_row per row.
             block = "".join(
-                f"{rid}\t{i}\t{ts[i]}\t{equity[i]!r}\t{cash[i]!r}\t{position[i]!r}\n" for i in range(start, n)
+                f"{rid}\t{off + i}\t{ts[i]}\t{equity[i]!r}\t{cash[i]!r}\t{position[i]!r}\n" for i in range(start, n)
             )
             with cursor.cursor.copy(f"COPY equity_stage ({columns}) FROM STDIN") as copy:
                 copy.write(block)
@@ -167,7 +168,7 @@ def equity_points_record(*, run: PaperTradingRun, result: RunResult, start: int 
             )
         return
     adapt = connection.ops.adapt_datetimefield_value
-    rows = [(run.pk, i, adapt(_dt(ts[i])), equity[i], cash[i], position[i]) for i in range(start, n)]
+    rows = [(run.pk, off + i, adapt(_dt(ts[i])), equity[i], cash[i], position[i]) for i in range(start, n)]
     sql = (
         f"INSERT INTO {table} ({columns}) "
         "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (paper_run_id, bar_index) DO NOTHING"

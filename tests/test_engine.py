@@ -153,3 +153,28 @@ def test_stop_latches_and_cancels_open_orders(eth_bars):
     result = engine.result()
     assert result.status == "stopped" and result.stop_reason == "kill switch"
     assert not result.open_orders
+
+
+@pytest.mark.parametrize("strategy", BUILTINS)
+def test_warmup_bars_feed_indicators_but_never_trade(strategy, eth_bars):
+    config = config_for(strategy)
+    warm, live_bars = eth_bars.slice(0, 200), eth_bars.slice(200, 320)
+    backtest = config.build_engine(starting_cash=10_000, seed=1)
+    backtest.warmup(warm)
+    expected = backtest.run(live_bars)
+    session = config.build_engine(starting_cash=10_000, seed=1)
+    session.warmup(warm)
+    for i in range(len(live_bars)):
+        session.extend(live_bars.slice(i, i + 1))
+    got = session.result()
+    assert got.fills_bytes() == expected.fills_bytes()
+    assert len(got.equity) == 120 and got.bar_offset == 200
+    assert all(f.bar_index >= 200 for f in got.fills)
+    assert got.ts[0] == live_bars.ts[0]
+
+
+def test_warmup_after_the_first_bar_is_refused(eth_bars):
+    engine = config_for("sma_crossover").build_engine(starting_cash=1000, seed=0)
+    engine.extend(eth_bars.slice(0, 5))
+    with pytest.raises(RuntimeError):
+        engine.warmup(eth_bars.slice(5, 10))

@@ -48,6 +48,8 @@ class RunResult:
     halt: RiskBreach | None = None
     stop_reason: str = ""
     metrics: dict = field(default_factory=dict)
+    # Index of the first processed bar: fills' bar_index counts warm-up bars, arrays do not.
+    bar_offset: int = 0
 
     @property
     def open_orders(self) -> list[Order]:
@@ -115,6 +117,7 @@ class Engine:
         self._day_start_equity = self.starting_cash
         self._last_equity = self.starting_cash
         self._started = False
+        self.warmup_bars = 0
 
     # -- feeding bars ---------------------------------------------------------------------
     @property
@@ -126,25 +129,42 @@ class Engine:
         self.extend(bars)
         return self.result()
 
-    def extend(self, bars: Bars) -> int:
-        """Append newly arrived bars and process them. Returns how many bars were processed."""
+    def warmup(self, bars: Bars) -> None:
+        """History before the run starts: indicators see it, the strategy never trades on it.
+
+        No orders, fills or equity points come from warm-up bars. Only before the first bar.
+        """
+        if self._started:
+            raise RuntimeError("warm-up bars must come before the first processed bar")
+        self._append(bars)
+        self.warmup_bars = len(self._cols["ts"])
+
+    def _append(self, bars: Bars) -> int:
         if bars.symbol != self.symbol or bars.timeframe != self.timeframe:
             raise ValueError(
                 f"bars are {bars.symbol} {bars.timeframe}, the run trades {self.symbol} {self.timeframe}"
             )
-        if len(bars) == 0 or self.status != RUNNING:
-            return 0
         cols = self._cols
-        if cols["ts"] and int(bars.ts[0]) <= cols["ts"][-1]:
+        if len(bars) and cols["ts"] and int(bars.ts[0]) <= cols["ts"][-1]:
             raise ValueError("bars must arrive in time order, after the last processed bar")
-        self.source = bars.source
         first_new = len(cols["ts"])
+        if len(bars) == 0:
+            return first_new
+        self.source = bars.source
         for name in ("ts", *FIELDS):
             arr = getattr(bars, name)
             cols[name].extend(arr.tolist())
             old = self._arrays.get(name)
             self._arrays[name] = arr.copy() if old is None else np.concatenate([old, arr])
         self._compute_indicators()
+        return first_new
+
+    def extend(self, bars: Bars) -> int:
+        """Append newly arrived bars and process them. Returns how many bars were processed."""
+        if len(bars) == 0 or self.status != RUNNING:
+            return 0
+        first_new = self._append(bars)
+        cols = self._cols
         if not self._started:
             self._started = True
             self.ctx.i = -1
@@ -316,8 +336,9 @@ class Engine:
     # -- result ---------------------------------------------------------------------------
     def result(self) -> RunResult:
         n = self.bars_processed
+        w = self.warmup_bars
         status = COMPLETED if self.status == RUNNING else self.status
-        ts = np.asarray(self._cols["ts"][:n], dtype=np.int64)
+        ts = np.asarray(self._cols["ts"][w : w + n], dtype=np.int64)
         equity = np.asarray(self._equity, dtype=np.float64)
         position = np.asarray(self._position, dtype=np.float64)
         fills = list(self.broker.fills)
@@ -333,7 +354,7 @@ class Engine:
             starting_cash=self.starting_cash,
             seed=self.seed,
             ts=ts,
-            close=np.asarray(self._cols["close"][:n], dtype=np.float64),
+            close=np.asarray(self._cols["close"][w : w + n], dtype=np.float64),
             equity=equity,
             cash=np.asarray(self._cash, dtype=np.float64),
             position=position,
@@ -342,14 +363,14 @@ class Engine:
             halt=self.halt,
             stop_reason=self.stop_reason,
             metrics=metrics,
+            bar_offset=w,
         )
 
     # -- events (live sessions only; backtests pass no sink) -------------------------------------
     def snapshot(self, i: int | None = None) -> dict:
         """Equity and positions marked at bar i's close (default: the last processed bar)."""
-        n = self.bars_processed
         if i is None:
-            i = n - 1
+            i = self.warmup_bars + self.bars_processed - 1
         pf = self.broker.portfolio
         if i < 0:
             return {"equity": pf.cash, "cash": pf.cash, "positions": {}}
@@ -381,4 +402,4 @@ class Engine:
                        order=order.to_dict())
 
     def _emit_equity(self, i: int) -> None:
-        self._emit("equity.update", f"equity {self._equity[i]:.2f}", i)
+        self._emit("equity.update", f"equity {self._equity[-1]:.2f}", i)
