@@ -74,6 +74,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
     )
     DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # psycopg 3's pool, shared by a process's threads: a worker runs one long session per
+    # thread and returns its connection after each bar, so 100 sessions need ~10 connections.
+    pool_max = env.int("DATABASE_POOL_MAX", default=16)
+    if pool_max > 0:
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1, "max_size": pool_max, "timeout": 30,
+        }
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: Dramatiq broker and channel layer --------------------------------
@@ -82,7 +91,9 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     DRAMATIQ_BROKER = {
         "BROKER": "dramatiq.brokers.redis.RedisBroker",
-        "OPTIONS": {"url": REDIS_URL},
+        # A worker that dies (SIGKILL, OOM) stops heartbeating; after this many ms another
+        # worker requeues its unacked messages, and the session resumes from its ledger.
+        "OPTIONS": {"url": REDIS_URL, "heartbeat_timeout": env.int("DRAMATIQ_HEARTBEAT_TIMEOUT_MS", default=15000)},
         "MIDDLEWARE": [
             "dramatiq.middleware.AgeLimit",
             "dramatiq.middleware.TimeLimit",
@@ -125,6 +136,19 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 # --- Trading platform ------------------------------------------------------------
+# Paper sessions: a new bar every bar interval (divided by the session's pace); the loop
+# polls the broker, heartbeats and checks for stops every poll interval.
+PAPER_BAR_INTERVAL_SECONDS = env.float("PAPER_BAR_INTERVAL_SECONDS", default=60.0)
+PAPER_POLL_SECONDS = env.float("PAPER_POLL_SECONDS", default=1.0)
+PAPER_WARMUP_BARS = env.int("PAPER_WARMUP_BARS", default=200)
+# A running session whose heartbeat is older than this is swept as aborted (worker lost).
+PAPER_STALE_SECONDS = env.float("PAPER_STALE_SECONDS", default=120.0)
+# How long a stop / kill switch waits for sessions to acknowledge before forcing them aborted.
+PAPER_STOP_TIMEOUT_SECONDS = env.float("PAPER_STOP_TIMEOUT_SECONDS", default=2.0)
+# Frames a late WebSocket client receives before the live ones.
+PAPER_FRAME_BACKLOG = env.int("PAPER_FRAME_BACKLOG", default=200)
+# Worker threads of the in-process worker in embedded mode (one per concurrent session).
+EMBEDDED_WORKER_THREADS = env.int("EMBEDDED_WORKER_THREADS", default=16)
 # The paper metadata gate: a backtest of the bot's current config must be younger than this.
 PAPER_GATE_MAX_AGE_HOURS = env.float("PAPER_GATE_MAX_AGE_HOURS", default=24 * 7)
 # Where run artifacts go (paper sessions and research runs).

@@ -55,6 +55,8 @@ class PaperTradingRun(models.Model):
     bars_processed = models.PositiveIntegerField(default=0)
     metrics = models.JSONField(default=dict, blank=True)
     request_id = models.CharField(max_length=100, blank=True, default="")
+    worker_id = models.CharField(max_length=100, blank=True, default="", help_text="who runs it (lease)")
+    stop_requested = models.CharField(max_length=200, blank=True, default="", help_text="stop reason, set by stop / kill switch")
 
     class Meta:
         db_table = "paper_trading_runs"
@@ -139,3 +141,22 @@ class PaperEquityPoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.paper_run_id} bar {self.bar_index}: {self.equity:,.2f}"
+
+
+class PaperFrame(models.Model):
+    """A stage frame as sent on ws/paper/<id>, kept so late clients get the recent ones first."""
+
+    paper_run = models.ForeignKey(PaperTradingRun, on_delete=models.CASCADE, related_name="frames")
+    seq = models.PositiveIntegerField(help_text="1, 2, 3 ... per run")
+    stage = models.CharField(max_length=32, db_index=True)
+    message = models.CharField(max_length=300)
+    payload = models.JSONField(help_text="the whole frame as sent")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "paper_frames"
+        ordering = ["paper_run", "seq"]
+        constraints = [models.UniqueConstraint(fields=["paper_run", "seq"], name="uniq_frame_seq_per_run")]
+
+    def __str__(self) -> str:
+        return f"{self.paper_run_id} #{self.seq} {self.stage}"

@@ -212,3 +212,116 @@ def run_persist(
             run.ended_at = run.ended_at or now
         run.save()
     return run
+
+
+class RunClosed(Exception):
+    """The run row is terminal (stopped or forced aborted): a session must write nothing more."""
+
+
+def session_bar_persist(
+    *,
+    run_id: str,
+    fills: Sequence[Fill],
+    orders: Sequence[Order],
+    equity_point: tuple[int, int, float, float, float] | None,
+    frames: Sequence[dict],
+    bars_processed: int,
+    ending_equity: float,
+    starting_cash: float,
+) -> None:
+    """One live bar, in one transaction: new fills, changed orders, the equity point, frames,
+    and the run row (counts, P&L, heartbeat). Raises RunClosed if the run is already terminal.
+
+    The run row is locked first, so a concurrent force-abort and this write never interleave.
+    """
+    with transaction.atomic():
+        run = PaperTradingRun.objects.select_for_update().get(pk=run_id)
+        if run.is_terminal:
+            raise RunClosed(run.status)
+        orders_upsert(run=run, orders=orders)
+        if fills:
+            PaperFill.objects.bulk_create(_fill_rows(run, fills), ignore_conflicts=True)
+        if equity_point is not None:
+            bar_index, ts, equity, cash, position = equity_point
+            PaperEquityPoint.objects.bulk_create(
+                [PaperEquityPoint(paper_run=run, bar_index=bar_index, ts=_dt(ts), equity=equity, cash=cash, position=position)],
+                ignore_conflicts=True,
+            )
+        frames_record(run=run, frames=frames)
+        num_fills = run.num_fills + len(fills) if fills else run.num_fills
+        PaperTradingRun.objects.filter(pk=run.pk).update(
+            num_fills=num_fills,
+            total_pnl=ending_equity - starting_cash,
+            ending_equity=ending_equity,
+            bars_processed=bars_processed,
+            updated_at=timezone.now(),
+        )
+
+
+def frames_record(*, run: PaperTradingRun, frames: Sequence[dict]) -> None:
+    from ledger.models import PaperFrame
+
+    if not frames:
+        return
+    PaperFrame.objects.bulk_create(
+        [
+            PaperFrame(
+                paper_run=run,
+                seq=f["seq"],
+                stage=f["stage"],
+                message=str(f["message"])[:300],
+                payload=f,
+                created_at=datetime.fromisoformat(f["timestamp"]),
+            )
+            for f in frames
+        ],
+        ignore_conflicts=True,
+    )
+
+
+def run_heartbeat(*, run_id: str) -> str:
+    """Touch the heartbeat; returns the run's stop request ('' if none) and status."""
+    PaperTradingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(updated_at=timezone.now())
+    row = PaperTradingRun.objects.filter(pk=run_id).values("stop_requested", "status").first()
+    if row is None:
+        return "deleted"
+    if row["status"] in (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.ABORTED):
+        return row["stop_requested"] or f"run is {row['status']}"
+    return row["stop_requested"]
+
+
+def run_finish(
+    *,
+    run_id: str,
+    result: RunResult,
+    status: str,
+    status_reason: str,
+    frames: Sequence[dict] = (),
+    error_type: str = "",
+    error_message: str = "",
+) -> PaperTradingRun:
+    """Close a live run: remaining orders/fills, metrics, final status and terminal frame."""
+    with transaction.atomic():
+        run = PaperTradingRun.objects.select_for_update().get(pk=run_id)
+        if run.is_terminal:
+            # Forced terminal by a stop that timed out: the ledger as of its last bar stands;
+            # nothing the session did after that is recorded, except its goodbye frame.
+            frames_record(run=run, frames=frames)
+            return run
+        orders_upsert(run=run, orders=result.orders)
+        if result.fills:
+            PaperFill.objects.bulk_create(_fill_rows(run, result.fills), batch_size=BATCH, ignore_conflicts=True)
+        frames_record(run=run, frames=frames)
+        run.status = status
+        run.status_reason = status_reason[:200]
+        run.error_type = error_type[:100]
+        run.error_message = error_message
+        run.ended_at = timezone.now()
+        run.num_fills = PaperFill.objects.filter(paper_run=run).count()
+        run.ending_equity = result.final_equity
+        run.total_pnl = result.final_equity - run.starting_cash
+        run.bars_processed = len(result.equity)
+        run.metrics = result.metrics
+        run.halt = result.halt.to_dict() if result.halt else None
+        run.save()
+    return run

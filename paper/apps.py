@@ -3,4 +3,15 @@ from django.apps import AppConfig
 
 class PaperConfig(AppConfig):
     name = "paper"
-    verbose_name = "Paper trading: market data and the simulation engine"
+    verbose_name = "Paper trading: market data, sessions and the simulation engine"
+
+    def ready(self) -> None:
+        from paper.sessions import REASON_KILL_SWITCH, sessions_stop
+        from risk.registry import HaltReport, register_halt_handler
+
+        def stop_all_sessions(reason: str) -> HaltReport:
+            report = sessions_stop(run_ids=None, reason=f"{REASON_KILL_SWITCH}: {reason}")
+            forced = f"; forced: {', '.join(report['forced'])}" if report["forced"] else ""
+            return HaltReport(subsystem="paper", stopped=report["stopped"], detail=f"paper sessions stopped{forced}")
+
+        register_halt_handler("paper", stop_all_sessions)

@@ -31,3 +31,22 @@ class Bar(models.Model):
 
     def __str__(self) -> str:
         return f"{self.symbol} {self.timeframe} {self.ts:%Y-%m-%d %H:%M}"
+
+
+class ApiToken(models.Model):
+    """An API token for scripts: `Authorization: Bearer <token>`. Only its sha256 is stored."""
+
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, default="default")
+    prefix = models.CharField(max_length=12, help_text="first characters, to tell tokens apart")
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "api_tokens"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"

@@ -366,6 +366,11 @@ class Engine:
             bar_offset=w,
         )
 
+    def last_point(self) -> tuple[int, int, float, float, float]:
+        """(absolute bar index, ts, equity, cash, position) of the last processed bar."""
+        i = self.warmup_bars + len(self._equity) - 1
+        return i, self._cols["ts"][i], self._equity[-1], self._cash[-1], self._position[-1]
+
     # -- events (live sessions only; backtests pass no sink) -------------------------------------
     def snapshot(self, i: int | None = None) -> dict:
         """Equity and positions marked at bar i's close (default: the last processed bar)."""

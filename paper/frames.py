@@ -1,0 +1,64 @@
+"""Publishing stage frames to `ws/paper/<id>` subscribers through the channel layer.
+
+Frames are stored first (ledger), then sent to the run's group from a dedicated event loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+
+log = logging.getLogger(__name__)
+
+
+def group_name(run_id: str) -> str:
+    return f"paper.{run_id}"
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def bind_server_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Embedded mode: InMemoryChannelLayer's queues belong to the server's event loop, so
+    frames must be sent on that loop. The consumer binds it on its first connection."""
+    global _loop
+    if isinstance(get_channel_layer(), InMemoryChannelLayer):
+        _loop = loop
+
+
+def _publisher_loop() -> asyncio.AbstractEventLoop | None:
+    """The loop frames are sent on: the server's (embedded) or a private thread's (Redis)."""
+    global _loop
+    layer = get_channel_layer()
+    if isinstance(layer, InMemoryChannelLayer):
+        return _loop if _loop is not None and not _loop.is_closed() else None
+    with _loop_lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="frame-publisher", daemon=True).start()
+            _loop = loop
+    return _loop
+
+
+async def _send(run_id: str, frames: list[dict]) -> None:
+    layer = get_channel_layer()
+    group = group_name(run_id)
+    for frame in frames:
+        await layer.group_send(group, {"type": "paper.frame", "frame": frame})
+
+
+def frames_publish(run_id: str, frames: list[dict], *, wait: float = 2.0) -> None:
+    """Send stored frames to live subscribers; a failure only costs live delivery."""
+    if not frames:
+        return
+    loop = _publisher_loop()
+    if loop is None:
+        return  # embedded, and no browser has connected yet: frames are in the ledger
+    future = asyncio.run_coroutine_threadsafe(_send(run_id, frames), loop)
+    try:
+        future.result(timeout=wait)
+    except Exception:
+        log.warning("frames for %s not delivered live", run_id, exc_info=True)

@@ -1,0 +1,95 @@
+"""Stop delivery by push: a session waiting between bars wakes the moment it is told to stop.
+
+In-process events always; with REDIS_URL, a Redis pub/sub channel reaches every worker process.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "papertrade:session-stop"
+ALL = "*"
+
+_lock = threading.Lock()
+_events: dict[str, threading.Event] = {}
+_listener: threading.Thread | None = None
+
+
+def session_event(run_id: str) -> threading.Event:
+    """The event a running session waits on; registering it starts the pub/sub listener."""
+    with _lock:
+        event = _events.get(run_id)
+        if event is None:
+            event = _events[run_id] = threading.Event()
+    _ensure_listener()
+    return event
+
+
+def session_event_drop(run_id: str) -> None:
+    with _lock:
+        _events.pop(run_id, None)
+
+
+def _wake(run_ids: list[str]) -> int:
+    with _lock:
+        targets = list(_events.values()) if ALL in run_ids else [_events[r] for r in run_ids if r in _events]
+    for event in targets:
+        event.set()
+    return len(targets)
+
+
+def stop_push(run_ids: list[str]) -> None:
+    """Wake these sessions (or every session with ALL) wherever they run."""
+    if not run_ids:
+        return
+    _wake(run_ids)
+    if settings.REDIS_URL:
+        try:
+            _redis().publish(CHANNEL, json.dumps(run_ids))
+        except Exception:  # the DB stop flag still reaches the session on its next poll
+            log.exception("could not publish a session stop on Redis")
+
+
+_client = None
+
+
+def _redis():
+    global _client
+    if _client is None:
+        import redis
+
+        _client = redis.Redis.from_url(settings.REDIS_URL)
+    return _client
+
+
+def _ensure_listener() -> None:
+    global _listener
+    if not settings.REDIS_URL:
+        return
+    with _lock:
+        if _listener is not None and _listener.is_alive():
+            return
+        _listener = threading.Thread(target=_listen, name="session-stop-listener", daemon=True)
+        _listener.start()
+
+
+def _listen() -> None:
+    import redis
+
+    while True:
+        try:
+            pubsub = redis.Redis.from_url(settings.REDIS_URL).pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(CHANNEL)
+            for message in pubsub.listen():
+                try:
+                    _wake(json.loads(message["data"]))
+                except (ValueError, TypeError):
+                    log.warning("ignoring a malformed stop message: %r", message)
+        except Exception:
+            log.exception("session-stop listener lost Redis; reconnecting")
+            threading.Event().wait(1.0)

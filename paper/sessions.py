@@ -1,0 +1,463 @@
+"""Live paper sessions: start (kill switch, gate), the paced loop, stop, resume and sweep.
+
+A session is one Dramatiq actor running `session_execute`. Each bar goes strategy -> risk ->
+broker (the engine) -> ledger (one transaction) -> frames, and the heartbeat stays current.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from bots.models import Bot
+from bots.services import paper_gate_check
+from config.errors import AppError, Conflict, NotFound
+from ledger import services as ledger
+from ledger.models import PaperFill, PaperFrame, PaperTradingRun, RunStatus
+from paper import halts
+from paper.engine.bars import Bars, timeframe_seconds
+from paper.engine.botconfig import BotConfig
+from paper.engine.engine import HALTED, Engine
+from paper.engine.synthetic import synthetic_bars
+from paper.frames import frames_publish
+from risk.services import kill_switch_assert_armed
+
+log = logging.getLogger(__name__)
+
+# status_reason codes: one vocabulary for the DB, the API, artifacts and the CLI.
+REASON_COMPLETED = "completed"
+REASON_RISK_HALT = "risk_halt"
+REASON_KILL_SWITCH = "kill_switch"
+REASON_OPERATOR_STOP = "operator_stop"
+REASON_WORKER_LOST = "worker_lost"
+REASON_RESUME_MISMATCH = "resume_mismatch"
+REASON_EXCEPTION = "exception"
+
+TERMINAL_STAGES = {
+    RunStatus.SUCCESS: "session.completed",
+    RunStatus.ABORTED: "session.stopped",
+    RunStatus.FAILED: "session.failed",
+}
+ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
+MAX_BARS = 100_000
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    starting_cash: float
+    duration_minutes: float
+    symbol: str | None = None
+    pace: float = 1.0
+    data_source: str = "synthetic"
+    seed: int | None = None
+    start: date | None = None
+    warmup_bars: int | None = None
+
+
+def _bad(code: str, message: str, field: str) -> AppError:
+    return AppError(code, message, status=422, details=[{"field": field, "message": message}])
+
+
+def _finite_positive(value, field: str, upper: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise _bad("invalid_session", f"{field} must be a positive number", field)
+    if value > upper:
+        raise _bad("invalid_session", f"{field} must be at most {upper:g}", field)
+    return float(value)
+
+
+def _plan(*, bot_config: BotConfig, request: SessionRequest, now: datetime) -> dict:
+    """The session's immutable plan (stored in the run's config snapshot; resume reads it)."""
+    _finite_positive(request.starting_cash, "starting_cash", 1e12)
+    _finite_positive(request.duration_minutes, "duration_minutes", 60 * 24 * 31)
+    _finite_positive(request.pace, "pace", 1e6)
+    if request.data_source not in ("synthetic", "stored"):
+        raise _bad("invalid_session", "data_source must be 'synthetic' or 'stored'", "data_source")
+    symbol = request.symbol or bot_config.symbols[0]
+    if symbol not in bot_config.symbols:
+        raise _bad("invalid_session", f"symbol {symbol!r} is not one of the bot's symbols {list(bot_config.symbols)}", "symbol")
+    warmup = settings.PAPER_WARMUP_BARS if request.warmup_bars is None else request.warmup_bars
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= 10_000:
+        raise _bad("invalid_session", "warmup_bars must be an integer from 0 to 10000", "warmup_bars")
+    interval = settings.PAPER_BAR_INTERVAL_SECONDS
+    n_bars = max(1, round(request.duration_minutes * 60 / interval))
+    if n_bars > MAX_BARS:
+        raise _bad("invalid_session", f"the session would take {n_bars} bars; at most {MAX_BARS}", "duration_minutes")
+    tf = timeframe_seconds(bot_config.timeframe)
+    plan = {
+        "symbol": symbol,
+        "data_source": request.data_source,
+        "bar_interval_seconds": interval,
+        "poll_seconds": settings.PAPER_POLL_SECONDS,
+        "pace": float(request.pace),
+        "n_bars": n_bars,
+        "warmup_bars": warmup,
+        "duration_minutes": float(request.duration_minutes),
+    }
+    if request.data_source == "synthetic":
+        plan["start_ts"] = int(now.timestamp()) // tf * tf
+    else:
+        from paper.selectors import NoBarsError, bars_load
+
+        try:
+            stored = bars_load(symbol=symbol, timeframe=bot_config.timeframe)
+        except NoBarsError as exc:
+            raise _bad("no_bars", str(exc), "data_source") from None
+        if request.start is not None:
+            start_ts = int(datetime(request.start.year, request.start.month, request.start.day, tzinfo=UTC).timestamp())
+            i0 = int(np.searchsorted(stored.ts, start_ts))
+        else:
+            i0 = max(0, len(stored) - n_bars)  # the most recent bars
+        if len(stored) - i0 < n_bars:
+            have = len(stored) - i0
+            raise _bad("not_enough_bars",
+                       f"{symbol} {bot_config.timeframe} has {have} stored bars from the chosen start; the session needs {n_bars}",
+                       "start")
+        plan["start_ts"] = int(stored.ts[i0])
+    return plan
+
+
+def session_bars(run: PaperTradingRun) -> tuple[Bars, Bars]:
+    """(warm-up bars, session bars) for a run, the same every time it is asked (resume)."""
+    plan = run.config_snapshot["session"]
+    n, w = plan["n_bars"], plan["warmup_bars"]
+    tf = timeframe_seconds(run.timeframe)
+    if run.data_source == "synthetic":
+        bars = synthetic_bars(run.symbol, run.timeframe, w + n, seed=run.seed, start_ts=plan["start_ts"] - w * tf)
+        return bars.slice(0, w), bars.slice(w)
+    from paper.selectors import bars_load
+
+    stored = bars_load(symbol=run.symbol, timeframe=run.timeframe)
+    i0 = int(np.searchsorted(stored.ts, plan["start_ts"]))
+    return stored.slice(max(0, i0 - w), i0), stored.slice(i0, i0 + n)
+
+
+def session_start(*, bot: Bot, request: SessionRequest, user=None, request_id: str = "") -> PaperTradingRun:
+    """Start a live paper session: 423 while the kill switch is latched, 409 if the gate refuses."""
+    kill_switch_assert_armed()
+    config = bot.trading_config()
+    plan = _plan(bot_config=config, request=request, now=timezone.now())
+    decision = paper_gate_check(bot=bot)
+    if not decision.ok:
+        raise Conflict("gate_refused", f"paper metadata gate: {decision.message}",
+                       details={"condition": decision.condition, "backtest_id": decision.backtest_id})
+    seed = request.seed if request.seed is not None else random.SystemRandom().randrange(2**31)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise _bad("invalid_session", "seed must be a non-negative integer", "seed")
+    with transaction.atomic():
+        run = ledger.run_create(
+            bot=bot,
+            starting_cash=float(request.starting_cash),
+            symbol=plan["symbol"],
+            timeframe=config.timeframe,
+            data_source=plan["data_source"],
+            seed=seed,
+            config_snapshot={**config.canonical(), "session": plan},
+            config_hash=config.config_hash,
+            duration_minutes=plan["duration_minutes"],
+            pace=plan["pace"],
+            mode="live",
+            request_id=request_id,
+        )
+        run_id = run.id
+        transaction.on_commit(lambda: session_enqueue(run_id))
+    return run
+
+
+def session_enqueue(run_id: str) -> None:
+    from paper.actors import run_paper_session
+
+    run_paper_session.send(run_id)
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def _claim(run_id: str, worker_id: str) -> PaperTradingRun | None:
+    """Take the run's lease, or None if it is terminal or another live worker holds it."""
+    with transaction.atomic():
+        run = PaperTradingRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.is_terminal:
+            return None
+        now = timezone.now()
+        if run.status == RunStatus.QUEUED and run.stop_requested:
+            run.status, run.status_reason, run.ended_at = RunStatus.ABORTED, run.stop_requested, now
+            run.save(update_fields=["status", "status_reason", "ended_at", "updated_at"])
+            return None
+        if run.status == RunStatus.RUNNING and run.worker_id and run.worker_id != worker_id:
+            fresh = max(3 * settings.PAPER_POLL_SECONDS, 10.0)
+            if (now - run.updated_at).total_seconds() < fresh:
+                return None  # a live worker has it (a duplicate delivery)
+        run.worker_id = worker_id
+        run.status = RunStatus.RUNNING
+        run.started_at = run.started_at or now
+        run.save(update_fields=["worker_id", "status", "started_at", "updated_at"])
+        return run
+
+
+def session_execute(run_id: str, *, worker_id: str | None = None) -> str:
+    """Run (or resume) a session to its end. Returns the final status, or 'skipped'."""
+    worker_id = worker_id or _worker_id()
+    try:
+        run = _claim(run_id, worker_id)
+        if run is None:
+            return "skipped"
+        return _SessionLoop(run).run()
+    finally:
+        connection.close()
+
+
+class _SessionLoop:
+    def __init__(self, run: PaperTradingRun):
+        self.row = run
+        self.run_id = run.id
+        self.plan = run.config_snapshot["session"]
+        self.pending: list[dict] = []
+        self.seq = PaperFrame.objects.filter(paper_run_id=run.id).aggregate(m=Max("seq"))["m"] or 0
+        self.persisted_fills = 0
+        self.order_state: dict[str, tuple] = {}
+        self.engine: Engine | None = None
+
+    # frames ---------------------------------------------------------------------------------
+    def emit(self, stage: str, message: str, extras: dict) -> None:
+        self.seq += 1
+        self.pending.append({
+            "task_id": self.run_id,
+            "stage": stage,
+            "message": message,
+            "timestamp": timezone.now().isoformat(),
+            "seq": self.seq,
+            **extras,
+        })
+
+    def session_frame(self, stage: str, message: str, **extras) -> None:
+        snap = self.engine.snapshot() if self.engine is not None else {
+            "equity": self.row.starting_cash, "cash": self.row.starting_cash, "positions": {}}
+        self.emit(stage, message, {**snap, **extras})
+
+    def flush_frames(self) -> None:
+        frames, self.pending = self.pending, []
+        frames_publish(self.run_id, frames)
+
+    # the loop -----------------------------------------------------------------------------------
+    def run(self) -> str:
+        run = self.row
+        try:
+            snapshot = {k: run.config_snapshot[k] for k in ("strategy", "params", "symbols", "timeframe", "risk", "execution")}
+            config = BotConfig.validate(**snapshot)
+            engine = self.engine = config.build_engine(starting_cash=run.starting_cash, seed=run.seed, symbol=run.symbol)
+            warm, live = session_bars(run)
+            engine.warmup(warm)
+            done = run.bars_processed
+            if done:
+                engine.extend(live.slice(0, done))  # silent replay up to the ledger's checkpoint
+                if not self._ledger_matches(engine):
+                    return self.finish(RunStatus.ABORTED, f"{REASON_RESUME_MISMATCH}: replayed fills differ from the ledger")
+                self.session_frame("session.resumed", f"resumed at bar {done} of {len(live)}", bars_done=done)
+            else:
+                self.session_frame("session.started",
+                                   f"{run.symbol} {run.timeframe} ({live.label}), {len(live)} bars, pace {self.plan['pace']:g}",
+                                   data_label=live.label, bars_total=len(live))
+            self.persist(bars_processed=done)
+            engine.on_event = self.emit
+            return self.loop(engine, live, done)
+        except Exception as exc:
+            log.exception("paper session %s failed", self.run_id)
+            return self.finish(RunStatus.FAILED, f"{REASON_EXCEPTION}: {type(exc).__name__}",
+                               error_type=type(exc).__name__, error_message=str(exc)[:2000])
+        finally:
+            halts.session_event_drop(self.run_id)
+
+    def loop(self, engine: Engine, live: Bars, done: int) -> str:
+        event = halts.session_event(self.run_id)
+        interval = self.plan["bar_interval_seconds"] / self.plan["pace"]
+        poll = self.plan["poll_seconds"]
+        start = time.monotonic()
+        next_poll = start + poll
+        stop_reason = ""
+        for k in range(done, len(live)):
+            due = start + (k - done) * interval
+            while True:
+                now = time.monotonic()
+                if event.is_set():
+                    stop_reason = ledger.run_heartbeat(run_id=self.run_id) or f"{REASON_OPERATOR_STOP}: stop requested"
+                    break
+                if now >= next_poll:
+                    stop_reason = ledger.run_heartbeat(run_id=self.run_id)
+                    connection.close()
+                    next_poll = now + poll
+                    if stop_reason:
+                        break
+                if now >= due:
+                    break
+                event.wait(min(due, next_poll) - now)
+            if stop_reason:
+                break
+            lag_ms = (time.monotonic() - due) * 1000
+            first_frame = len(self.pending)
+            engine.extend(live.slice(k, k + 1))
+            for frame in self.pending[first_frame:]:
+                if frame["stage"] == "bar.received":
+                    frame["lag_ms"] = round(lag_ms, 3)
+            try:
+                self.persist(bars_processed=k + 1)
+            except ledger.RunClosed:
+                stop_reason = ledger.run_heartbeat(run_id=self.run_id) or "run closed"
+                break
+            if engine.status != "running":
+                break
+        if stop_reason:
+            engine.stop(stop_reason)
+            return self.finish(RunStatus.ABORTED, stop_reason)
+        if engine.status == HALTED:
+            return self.finish(RunStatus.ABORTED, f"{REASON_RISK_HALT}: {engine.halt.message}")
+        return self.finish(RunStatus.SUCCESS, REASON_COMPLETED)
+
+    def persist(self, *, bars_processed: int) -> None:
+        engine = self.engine
+        broker = engine.broker
+        fills = broker.fills[self.persisted_fills:]
+        changed = [o for o in broker.orders if self.order_state.get(o.client_order_id) != (o.status, o.filled_qty)]
+        point = engine.last_point() if engine.bars_processed else None
+        equity = point[2] if point else self.row.starting_cash
+        ledger.session_bar_persist(
+            run_id=self.run_id, fills=fills, orders=changed, equity_point=point, frames=self.pending,
+            bars_processed=bars_processed, ending_equity=equity, starting_cash=self.row.starting_cash,
+        )
+        connection.close()  # back to the pool between bars
+        self.persisted_fills = len(broker.fills)
+        for o in changed:
+            self.order_state[o.client_order_id] = (o.status, o.filled_qty)
+        self.flush_frames()
+
+    def _ledger_matches(self, engine: Engine) -> bool:
+        recorded = list(PaperFill.objects.filter(paper_run_id=self.run_id).order_by("fill_id")
+                        .values_list("fill_id", "qty", "price"))
+        replayed = sorted((f.fill_id, f.qty, f.price) for f in engine.broker.fills)
+        if recorded != replayed:
+            log.error("session %s: ledger has %d fills, replay made %d", self.run_id, len(recorded), len(replayed))
+            return False
+        self.persisted_fills = len(engine.broker.fills)
+        self.order_state = {o.client_order_id: (o.status, o.filled_qty) for o in engine.broker.orders}
+        return True
+
+    def finish(self, status: str, reason: str, *, error_type: str = "", error_message: str = "") -> str:
+        engine = self.engine
+        if engine is not None and engine.status == "running" and status != RunStatus.SUCCESS:
+            engine.stop(reason)
+        stage = TERMINAL_STAGES[status]
+        self.session_frame(stage, f"session {status}: {reason}", status=status, status_reason=reason,
+                           **({"error_type": error_type, "error_message": error_message} if error_type else {}))
+        if engine is not None:
+            final = ledger.run_finish(run_id=self.run_id, result=engine.result(), status=status, status_reason=reason,
+                                      frames=self.pending, error_type=error_type, error_message=error_message)
+        else:
+            final = _fail_without_engine(self.run_id, status, reason, self.pending, error_type, error_message)
+        connection.close()
+        self.flush_frames()
+        return final.status
+
+
+def _fail_without_engine(run_id, status, reason, frames, error_type, error_message) -> PaperTradingRun:
+    with transaction.atomic():
+        run = PaperTradingRun.objects.select_for_update().get(pk=run_id)
+        ledger.frames_record(run=run, frames=frames)
+        if not run.is_terminal:
+            run.status, run.status_reason, run.ended_at = status, reason[:200], timezone.now()
+            run.error_type, run.error_message = error_type[:100], error_message
+            run.save()
+    return run
+
+
+# --- stopping -------------------------------------------------------------------------------------
+
+def sessions_stop(*, run_ids: list[str] | None, reason: str) -> dict:
+    """Stop these sessions (all active ones when None) and wait until they are terminal.
+
+    Pushes the stop (sessions wake at once), waits up to PAPER_STOP_TIMEOUT_SECONDS, then
+    forces any session that did not acknowledge to aborted. Returns what stopped and how fast.
+    """
+    started = time.perf_counter()
+    with transaction.atomic():
+        qs = PaperTradingRun.objects.select_for_update().filter(status__in=ACTIVE)
+        if run_ids is not None:
+            qs = qs.filter(pk__in=run_ids)
+        rows = list(qs.values_list("pk", "status"))
+        ids = [pk for pk, _ in rows]
+        now = timezone.now()
+        PaperTradingRun.objects.filter(pk__in=ids).update(stop_requested=reason[:200])
+        # Never started: nothing to unwind, so they end right here.
+        queued = [pk for pk, status in rows if status == RunStatus.QUEUED]
+        PaperTradingRun.objects.filter(pk__in=queued, status=RunStatus.QUEUED).update(
+            status=RunStatus.ABORTED, status_reason=reason[:200], ended_at=now)
+    halts.stop_push(ids)
+    deadline = time.perf_counter() + settings.PAPER_STOP_TIMEOUT_SECONDS
+    pending = set(ids) - set(queued)
+    while pending and time.perf_counter() < deadline:
+        pending &= set(PaperTradingRun.objects.filter(pk__in=pending, status__in=ACTIVE).values_list("pk", flat=True))
+        if pending:
+            time.sleep(0.005)
+    forced = sorted(pending)
+    if forced:
+        PaperTradingRun.objects.filter(pk__in=forced, status__in=ACTIVE).update(
+            status=RunStatus.ABORTED,
+            status_reason=f"{reason} (forced: no acknowledgement within {settings.PAPER_STOP_TIMEOUT_SECONDS:g} s)"[:200],
+            ended_at=timezone.now(),
+        )
+    return {
+        "stopped": sorted(ids),
+        "count": len(ids),
+        "forced": forced,
+        "elapsed_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+
+
+def session_stop(*, run_id: str, user=None) -> dict:
+    run = PaperTradingRun.objects.filter(pk=run_id).first()
+    if run is None:
+        raise NotFound("run_not_found", f"no paper run {run_id!r}")
+    if run.is_terminal:
+        return {"stopped": [], "count": 0, "forced": [], "elapsed_ms": 0.0,
+                "detail": f"run {run_id} already {run.status}"}
+    who = getattr(user, "username", "") or "api"
+    return sessions_stop(run_ids=[run_id], reason=f"{REASON_OPERATOR_STOP}: stopped by {who}")
+
+
+def sessions_sweep_stale(*, stale_seconds: float | None = None) -> list[str]:
+    """Running sessions whose heartbeat is too old end as aborted (their worker is gone)."""
+    stale_seconds = settings.PAPER_STALE_SECONDS if stale_seconds is None else stale_seconds
+    cutoff = timezone.now() - timedelta(seconds=stale_seconds)
+    stale = list(PaperTradingRun.objects.filter(status=RunStatus.RUNNING, updated_at__lt=cutoff).values_list("pk", "updated_at"))
+    swept = []
+    for pk, seen in stale:
+        n = PaperTradingRun.objects.filter(pk=pk, status=RunStatus.RUNNING, updated_at=seen).update(
+            status=RunStatus.ABORTED,
+            status_reason=f"{REASON_WORKER_LOST}: no heartbeat since {seen:%Y-%m-%d %H:%M:%S} UTC",
+            ended_at=timezone.now(),
+        )
+        if n:
+            swept.append(pk)
+    return swept
+
+
+def sessions_resume_orphans() -> list[str]:
+    """Embedded mode at startup: re-enqueue sessions left queued or running by a dead process."""
+    ids = list(PaperTradingRun.objects.filter(status__in=ACTIVE, mode="live").values_list("pk", flat=True))
+    for run_id in ids:
+        session_enqueue(run_id)
+    return ids

@@ -1,0 +1,178 @@
+"""Live sessions through the service layer: start, the loop, frames, halts, stops and resume."""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import date
+
+import pytest
+from django.utils import timezone
+
+from bots.services import backtest_run, bot_create
+from config.errors import AppError
+from ledger.models import PaperEquityPoint, PaperFill, PaperFrame, PaperOrder, PaperTradingRun
+from paper.sessions import (
+    SessionRequest,
+    session_bars,
+    session_execute,
+    session_start,
+    sessions_stop,
+    sessions_sweep_stale,
+)
+from risk.services import kill_switch_fire, kill_switch_rearm
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FAST = dict(pace=60_000.0)  # 60 s bars at 1 ms each
+
+
+@pytest.fixture
+def ready_bot(sample_data):
+    bot = bot_create(name="live", strategy="sma_crossover", params={"fast": 3, "slow": 8},
+                     symbols=["ETH-USD"], timeframe="1d", risk={"max_drawdown_pct": 90})
+    backtest_run(bot=bot, start=date(2022, 1, 1), end=date(2023, 12, 31))
+    return bot
+
+
+def start(bot, **kw):
+    params = {"starting_cash": 100_000, "duration_minutes": 60, "seed": 5, **FAST, **kw}
+    return session_start(bot=bot, request=SessionRequest(**params))
+
+
+def test_a_session_runs_to_success_and_fills_the_ledger(ready_bot):
+    run = start(ready_bot)
+    assert run.status == "queued"
+    assert session_execute(run.id) == "success"
+    run.refresh_from_db()
+    assert run.status == "success" and run.status_reason == "completed"
+    assert run.bars_processed == 60 and run.ended_at is not None
+    fills = PaperFill.objects.filter(paper_run=run)
+    assert run.num_fills == fills.count() > 0
+    assert run.total_pnl == pytest.approx(run.ending_equity - 100_000)
+    assert PaperEquityPoint.objects.filter(paper_run=run).count() == 60
+    stages = list(PaperFrame.objects.filter(paper_run=run).values_list("stage", flat=True))
+    assert stages[0] == "session.started" and stages[-1] == "session.completed"
+    assert stages.count("bar.received") == 60 and stages.count("equity.update") == 60
+    assert "order.filled" in stages and "signal.emitted" in stages and "order.placed" in stages
+    frame = PaperFrame.objects.filter(paper_run=run, stage="order.filled").first().payload
+    assert {"task_id", "stage", "message", "timestamp", "equity", "positions"} <= set(frame)
+    assert frame["task_id"] == run.id and frame["positions"]
+
+
+def test_a_session_and_a_backtest_over_the_same_bars_give_the_same_fills(ready_bot):
+    run = start(ready_bot, data_source="stored", start=date(2023, 3, 1))
+    session_execute(run.id)
+    warm, live = session_bars(run)
+    engine = ready_bot.trading_config().build_engine(starting_cash=100_000, seed=run.seed)
+    engine.warmup(warm)
+    expected = engine.run(live)
+    got = list(PaperFill.objects.filter(paper_run=run).order_by("fill_id").values_list("fill_id", "order_id", "side", "qty", "price"))
+    assert got == [(f.fill_id, f.client_order_id, str(f.side), f.qty, f.price) for f in expected.fills]
+    assert len(got) > 0
+
+
+def test_a_risk_breach_ends_the_session_with_risk_halted(sample_data):
+    bot = bot_create(name="tight", strategy="buy_and_hold", symbols=["ETH-USD"], timeframe="1d",
+                     risk={"max_drawdown_pct": 0.5})
+    backtest_run(bot=bot, start=date(2022, 1, 1), end=date(2023, 12, 31))
+    run = start(bot)
+    assert session_execute(run.id) == "aborted"
+    run.refresh_from_db()
+    assert run.status_reason.startswith("risk_halt: max_drawdown_pct breached")
+    assert run.halt["limit"] == "max_drawdown_pct"
+    stages = list(PaperFrame.objects.filter(paper_run=run).values_list("stage", flat=True))
+    assert "risk.halted" in stages and stages[-1] == "session.stopped"
+    assert run.bars_processed < 60
+
+
+def test_the_gate_refusal_names_the_condition(sample_data):
+    bot = bot_create(name="nobt", strategy="buy_and_hold", symbols=["ETH-USD"], timeframe="1d")
+    with pytest.raises(AppError) as exc:
+        start(bot)
+    assert exc.value.status == 409 and exc.value.details["condition"] == "no_backtest"
+    assert not PaperTradingRun.objects.exists()
+
+
+def test_a_latched_kill_switch_refuses_new_sessions_until_rearmed(ready_bot):
+    kill_switch_fire(reason="test")
+    with pytest.raises(AppError) as exc:
+        start(ready_bot)
+    assert exc.value.status == 423
+    kill_switch_rearm()
+    assert start(ready_bot).status == "queued"
+
+
+@pytest.mark.parametrize("field,value", [
+    ("starting_cash", 0), ("starting_cash", -5), ("starting_cash", float("nan")), ("duration_minutes", 0),
+    ("pace", 0), ("data_source", "moon"), ("symbol", "DOGE-USD"), ("warmup_bars", -1),
+])
+def test_bad_session_input_is_refused_with_the_field(ready_bot, field, value):
+    with pytest.raises(AppError) as exc:
+        start(ready_bot, **{field: value})
+    assert 400 <= exc.value.status < 500
+    assert exc.value.details[0]["field"] == field
+    assert not PaperTradingRun.objects.exists()
+
+
+def test_stop_wakes_a_waiting_session_at_once(ready_bot):
+    run = start(ready_bot, pace=1.0)  # a bar a minute: it would wait ~60 s for its second bar
+    worker = threading.Thread(target=session_execute, args=(run.id,))
+    worker.start()
+    for _ in range(500):
+        run.refresh_from_db()
+        if run.bars_processed >= 1:
+            break
+        time.sleep(0.01)
+    report = sessions_stop(run_ids=[run.id], reason="operator_stop: test")
+    worker.join(5)
+    assert not worker.is_alive()
+    run.refresh_from_db()
+    assert run.status == "aborted" and run.status_reason == "operator_stop: test"
+    assert report["forced"] == [] and report["elapsed_ms"] < 1000
+    assert PaperFrame.objects.filter(paper_run=run).last().stage == "session.stopped"
+    assert PaperOrder.objects.filter(paper_run=run, status__in=["accepted", "partially_filled"]).count() == 0
+
+
+def test_a_killed_worker_resumes_from_the_ledger_without_losing_or_duplicating_fills(ready_bot, monkeypatch):
+    run = start(ready_bot)
+    reference = start(ready_bot)  # same bot, same seed, same plan: the uninterrupted run
+    session_execute(reference.id)
+
+    import paper.sessions as sessions
+
+    real_persist = sessions._SessionLoop.persist
+    calls = {"n": 0}
+
+    def dying_persist(self, *, bars_processed):
+        real_persist(self, bars_processed=bars_processed)
+        calls["n"] += 1
+        if bars_processed == 30:
+            raise SystemExit("worker killed")  # nothing after bar 30 is written
+
+    monkeypatch.setattr(sessions._SessionLoop, "persist", dying_persist)
+    with pytest.raises(SystemExit):
+        session_execute(run.id, worker_id="w1")
+    monkeypatch.setattr(sessions._SessionLoop, "persist", real_persist)
+    run.refresh_from_db()
+    assert run.status == "running" and run.bars_processed == 30
+    # Redelivery to another worker while the heartbeat is fresh is refused (no double run) ...
+    assert session_execute(run.id, worker_id="w2") == "skipped"
+    # ... and once the heartbeat is stale it resumes from the ledger.
+    PaperTradingRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - timezone.timedelta(seconds=60))
+    assert session_execute(run.id, worker_id="w2") == "success"
+    got = list(PaperFill.objects.filter(paper_run=run).order_by("fill_id").values_list("fill_id", "qty", "price"))
+    want = list(PaperFill.objects.filter(paper_run=reference).order_by("fill_id").values_list("fill_id", "qty", "price"))
+    assert got == want and len(got) > 0
+    assert PaperEquityPoint.objects.filter(paper_run=run).count() == 60
+    stages = list(PaperFrame.objects.filter(paper_run=run).values_list("stage", flat=True))
+    assert "session.resumed" in stages
+    seqs = list(PaperFrame.objects.filter(paper_run=run).values_list("seq", flat=True))
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_a_stale_session_is_swept_as_aborted(ready_bot):
+    run = start(ready_bot)
+    PaperTradingRun.objects.filter(pk=run.pk).update(status="running", updated_at=timezone.now() - timezone.timedelta(hours=1))
+    assert sessions_sweep_stale(stale_seconds=120) == [run.id]
+    run.refresh_from_db()
+    assert run.status == "aborted" and run.status_reason.startswith("worker_lost")
