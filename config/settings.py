@@ -102,9 +102,12 @@ if REDIS_URL:
             "django_dramatiq.middleware.DbConnectionsMiddleware",
         ],
     }
+    # Pub/sub layer: a group send is one PUBLISH that each daphne process fans out locally,
+    # instead of one Redis list push and pop per subscriber. Frames are stored in the ledger,
+    # so at-most-once live delivery loses nothing a late client cannot read back.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": [REDIS_URL]},
         }
     }

@@ -1,7 +1,24 @@
-"""URL routes: the admin now; the REST API and dashboard mount here as they land."""
+"""URL routes: the admin, then the REST API at the site root (docs at /docs, schema at /openapi.json).
+
+Unknown URLs outside the admin get the API's JSON 404.
+"""
 from django.contrib import admin
 from django.urls import path
 
+from bots.api import router as bots_router
+from config.api import api
+from paper.api import router as paper_router
+from risk.api import router as risk_router
+
+# The routers mount here, not in config/api.py: each <app>/api.py imports the shared schemas
+# and pagination from config.api, and mounting there would make that an import cycle.
+api.add_router("", bots_router)
+api.add_router("", paper_router)
+api.add_router("", risk_router)
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("", api.urls),
 ]
+
+handler404 = "config.api.url_not_found"

@@ -38,9 +38,12 @@ def run_create(
     run_id: str | None = None,
 ) -> PaperTradingRun:
     kwargs = {"id": run_id} if run_id else {}
+    # started_at is when the operator started the session, so it is never NULL: the seed's
+    # `ORDER BY started_at DESC` would put NULLs first on PostgreSQL (last on SQLite).
     return PaperTradingRun.objects.create(
         bot=bot,
         status=RunStatus.QUEUED,
+        started_at=timezone.now(),
         starting_cash=starting_cash,
         symbol=symbol,
         timeframe=timeframe,
@@ -299,8 +302,14 @@ def run_finish(
     frames: Sequence[dict] = (),
     error_type: str = "",
     error_message: str = "",
+    new_fills: Sequence[Fill] | None = None,
+    changed_orders: Sequence[Order] | None = None,
 ) -> PaperTradingRun:
-    """Close a live run: remaining orders/fills, metrics, final status and terminal frame."""
+    """Close a live run: remaining orders/fills, metrics, final status and terminal frame.
+
+    `new_fills` / `changed_orders` (when given) are what the session has not written yet;
+    by default every fill and order of the result is (idempotently) written.
+    """
     with transaction.atomic():
         run = PaperTradingRun.objects.select_for_update().get(pk=run_id)
         if run.is_terminal:
@@ -308,16 +317,17 @@ def run_finish(
             # nothing the session did after that is recorded, except its goodbye frame.
             frames_record(run=run, frames=frames)
             return run
-        orders_upsert(run=run, orders=result.orders)
-        if result.fills:
-            PaperFill.objects.bulk_create(_fill_rows(run, result.fills), batch_size=BATCH, ignore_conflicts=True)
+        orders_upsert(run=run, orders=result.orders if changed_orders is None else changed_orders)
+        fills = result.fills if new_fills is None else new_fills
+        if fills:
+            PaperFill.objects.bulk_create(_fill_rows(run, fills), batch_size=BATCH, ignore_conflicts=True)
         frames_record(run=run, frames=frames)
         run.status = status
         run.status_reason = status_reason[:200]
         run.error_type = error_type[:100]
         run.error_message = error_message
         run.ended_at = timezone.now()
-        run.num_fills = PaperFill.objects.filter(paper_run=run).count()
+        run.num_fills = PaperFill.objects.filter(paper_run=run).count() if new_fills is None else run.num_fills + len(fills)
         run.ending_equity = result.final_equity
         run.total_pnl = result.final_equity - run.starting_cash
         run.bars_processed = len(result.equity)

@@ -5,6 +5,7 @@ Frames are stored first (ledger), then sent to the run's group from a dedicated 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 
@@ -43,11 +44,14 @@ def _publisher_loop() -> asyncio.AbstractEventLoop | None:
     return _loop
 
 
+def frames_message(frames: list[dict]) -> dict:
+    """The group message for a bar's frames: serialized once here, not once per subscriber."""
+    return {"type": "paper.frames", "frames": [[f.get("seq", 0), json.dumps(f)] for f in frames]}
+
+
 async def _send(run_id: str, frames: list[dict]) -> None:
-    layer = get_channel_layer()
-    group = group_name(run_id)
-    for frame in frames:
-        await layer.group_send(group, {"type": "paper.frame", "frame": frame})
+    # One group message per bar, not one per frame: a bar's frames travel together.
+    await get_channel_layer().group_send(group_name(run_id), frames_message(frames))
 
 
 def frames_publish(run_id: str, frames: list[dict], *, wait: float = 2.0) -> None:

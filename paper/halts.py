@@ -16,16 +16,28 @@ CHANNEL = "papertrade:session-stop"
 ALL = "*"
 
 _lock = threading.Lock()
-_events: dict[str, threading.Event] = {}
 _listener: threading.Thread | None = None
 
 
-def session_event(run_id: str) -> threading.Event:
-    """The event a running session waits on; registering it starts the pub/sub listener."""
+class StopSignal(threading.Event):
+    """An event that also carries why the session must stop (saves a DB read on wake-up)."""
+
+    reason = ""
+
+    def fire(self, reason: str) -> None:
+        self.reason = self.reason or reason
+        self.set()
+
+
+_events: dict[str, StopSignal] = {}
+
+
+def session_event(run_id: str) -> StopSignal:
+    """The signal a running session waits on; registering it starts the pub/sub listener."""
     with _lock:
         event = _events.get(run_id)
         if event is None:
-            event = _events[run_id] = threading.Event()
+            event = _events[run_id] = StopSignal()
     _ensure_listener()
     return event
 
@@ -35,22 +47,22 @@ def session_event_drop(run_id: str) -> None:
         _events.pop(run_id, None)
 
 
-def _wake(run_ids: list[str]) -> int:
+def _wake(run_ids: list[str], reason: str) -> int:
     with _lock:
         targets = list(_events.values()) if ALL in run_ids else [_events[r] for r in run_ids if r in _events]
     for event in targets:
-        event.set()
+        event.fire(reason)
     return len(targets)
 
 
-def stop_push(run_ids: list[str]) -> None:
-    """Wake these sessions (or every session with ALL) wherever they run."""
+def stop_push(run_ids: list[str], reason: str = "") -> None:
+    """Wake these sessions (or every session with ALL) wherever they run, saying why."""
     if not run_ids:
         return
-    _wake(run_ids)
+    _wake(run_ids, reason)
     if settings.REDIS_URL:
         try:
-            _redis().publish(CHANNEL, json.dumps(run_ids))
+            _redis().publish(CHANNEL, json.dumps({"ids": run_ids, "reason": reason}))
         except Exception:  # the DB stop flag still reaches the session on its next poll
             log.exception("could not publish a session stop on Redis")
 
@@ -87,8 +99,9 @@ def _listen() -> None:
             pubsub.subscribe(CHANNEL)
             for message in pubsub.listen():
                 try:
-                    _wake(json.loads(message["data"]))
-                except (ValueError, TypeError):
+                    body = json.loads(message["data"])
+                    _wake(list(body["ids"]), str(body.get("reason", "")))
+                except (ValueError, TypeError, KeyError):
                     log.warning("ignoring a malformed stop message: %r", message)
         except Exception:
             log.exception("session-stop listener lost Redis; reconnecting")

@@ -295,7 +295,7 @@ class _SessionLoop:
             while True:
                 now = time.monotonic()
                 if event.is_set():
-                    stop_reason = ledger.run_heartbeat(run_id=self.run_id) or f"{REASON_OPERATOR_STOP}: stop requested"
+                    stop_reason = event.reason or ledger.run_heartbeat(run_id=self.run_id) or f"{REASON_OPERATOR_STOP}: stop requested"
                     break
                 if now >= next_poll:
                     stop_reason = ledger.run_heartbeat(run_id=self.run_id)
@@ -364,8 +364,14 @@ class _SessionLoop:
         self.session_frame(stage, f"session {status}: {reason}", status=status, status_reason=reason,
                            **({"error_type": error_type, "error_message": error_message} if error_type else {}))
         if engine is not None:
-            final = ledger.run_finish(run_id=self.run_id, result=engine.result(), status=status, status_reason=reason,
-                                      frames=self.pending, error_type=error_type, error_message=error_message)
+            broker = engine.broker
+            final = ledger.run_finish(
+                run_id=self.run_id, result=engine.result(), status=status, status_reason=reason, frames=self.pending,
+                error_type=error_type, error_message=error_message,
+                new_fills=broker.fills[self.persisted_fills:],
+                changed_orders=[o for o in broker.orders
+                                if self.order_state.get(o.client_order_id) != (o.status, o.filled_qty)],
+            )
         else:
             final = _fail_without_engine(self.run_id, status, reason, self.pending, error_type, error_message)
         connection.close()
@@ -405,7 +411,7 @@ def sessions_stop(*, run_ids: list[str] | None, reason: str) -> dict:
         queued = [pk for pk, status in rows if status == RunStatus.QUEUED]
         PaperTradingRun.objects.filter(pk__in=queued, status=RunStatus.QUEUED).update(
             status=RunStatus.ABORTED, status_reason=reason[:200], ended_at=now)
-    halts.stop_push(ids)
+    halts.stop_push(ids, reason[:200])
     deadline = time.perf_counter() + settings.PAPER_STOP_TIMEOUT_SECONDS
     pending = set(ids) - set(queued)
     while pending and time.perf_counter() < deadline:

@@ -11,17 +11,9 @@ from django.core.management.base import BaseCommand
 from bots.management.commands.backtest import format_backtest
 from bots.models import Bot
 from bots.services import backtest_run, bot_create
+from paper.demo import DEMO_BOT
 from paper.management.commands.import_bars import format_result
 from paper.services import sample_data_load
-
-DEMO_BOT = {
-    "name": "demo-sma-eth",
-    "strategy": "sma_crossover",
-    "params": {"fast": 20, "slow": 50},
-    "symbols": ["ETH-USD", "BTC-USD"],
-    "timeframe": "1d",
-    "risk": {"max_drawdown_pct": 60, "max_position_pct": 100, "max_order_notional": 1_000_000},
-}
 
 
 class Command(BaseCommand):

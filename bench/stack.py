@@ -1,0 +1,138 @@
+"""Start and stop the real stack for end-to-end tests and benchmarks.
+
+embedded: one `manage.py serve` process (SQLite, in-process worker). services: `manage.py
+serve --worker no` (daphne) plus `manage.py rundramatiq` workers on PostgreSQL and Redis.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def recreate_pg_database(name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgres://postgres@127.0.0.1:5432/{name}"
+
+
+def flush_redis(url: str) -> None:
+    import redis
+
+    redis.Redis.from_url(url).flushdb()
+
+
+class Stack:
+    def __init__(self, *, mode: str, workdir: Path, database_url: str | None = None, redis_url: str | None = None,
+                 processes: int = 2, threads: int = 32, env: dict | None = None, embedded_threads: int = 64):
+        assert mode in ("embedded", "services")
+        self.mode = mode
+        self.workdir = Path(workdir)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen] = []
+        self.token = ""
+        self.demo_bot_id = 0
+        self.env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+        self.env.update({
+            "PYTHONUNBUFFERED": "1",
+            "OUTPUTS_DIR": str(self.workdir / "outputs"),
+            "DATABASE_URL": database_url or f"sqlite:///{self.workdir / 'stack.sqlite3'}",
+            "EMBEDDED_WORKER_THREADS": str(embedded_threads),
+        })
+        if mode == "services":
+            self.env["REDIS_URL"] = redis_url or "redis://127.0.0.1:6379/3"
+        self.env.update(env or {})
+        self.processes, self.threads = processes, threads
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
+        log = open(self.workdir / log_name, "w")  # noqa: SIM115 - lives as long as the process
+        proc = subprocess.Popen([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def start(self, timeout: float = 90.0) -> Stack:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        worker = "auto" if self.mode == "embedded" else "no"
+        self._spawn(["serve", "--port", str(self.port), "--worker", worker], "serve.log")
+        if self.mode == "services":
+            # A session holds its message for its whole life: prefetch no more than a process
+            # has threads, or sessions wait behind busy threads while another process idles.
+            self.env["dramatiq_queue_prefetch"] = str(self.threads)
+            self._spawn(["rundramatiq", "--processes", str(self.processes), "--threads", str(self.threads),
+                         "--queues", "paper"], "worker.log")
+        deadline = time.time() + timeout
+        log = self.workdir / "serve.log"
+        while time.time() < deadline:
+            text = log.read_text() if log.exists() else ""
+            m = re.search(r"TOKEN=(\S+)", text)
+            b = re.search(r"demo bot\s+id (\d+)", text)
+            if m and b and self._http_up():
+                self.token, self.demo_bot_id = m.group(1), int(b.group(1))
+                return self
+            if any(p.poll() is not None for p in self.procs):
+                raise RuntimeError(f"stack process exited:\n{text[-3000:]}")
+            time.sleep(0.2)
+        raise RuntimeError(f"stack did not come up in {timeout} s:\n{log.read_text()[-3000:]}")
+
+    def _http_up(self) -> bool:
+        try:
+            urllib.request.urlopen(self.url + "/openapi.json", timeout=1)
+            return True
+        except urllib.error.HTTPError:
+            return True  # it answered
+        except OSError:
+            return False
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the rundramatiq worker processes (children of the dramatiq supervisor)."""
+        out = subprocess.run(["pgrep", "-f", "dramatiq"], capture_output=True, text=True).stdout.split()
+        mine = {p.pid for p in self.procs}
+        pids = []
+        for pid in map(int, out):
+            try:
+                ppid = int(Path(f"/proc/{pid}/stat").read_text().split()[3])
+            except (OSError, ValueError):
+                continue
+            if ppid in mine or pid in mine:
+                pids.append(pid)
+        return pids
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.time() + 10
+        for proc in self.procs:
+            try:
+                proc.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        self.procs.clear()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

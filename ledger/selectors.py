@@ -1,0 +1,71 @@
+"""Reads from the paper ledger: runs, a run's positions, and its fills, orders, equity and frames.
+
+Everything returns ordered querysets for the caller to page; nothing here writes.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from django.db.models import QuerySet
+
+from config.errors import NotFound
+from ledger.models import PaperEquityPoint, PaperFill, PaperFrame, PaperOrder, PaperTradingRun
+from paper.engine.portfolio import Portfolio
+
+
+def runs_list(*, status: str | None = None, bot_id: int | None = None) -> QuerySet[PaperTradingRun]:
+    """Newest first by creation: queued runs have no started_at, and NULLs sort differently per database."""
+    qs = PaperTradingRun.objects.order_by("-created_at", "-id")
+    if status:
+        qs = qs.filter(status=status)
+    if bot_id is not None:
+        qs = qs.filter(bot_id=bot_id)
+    return qs
+
+
+def run_get(*, run_id: str) -> PaperTradingRun:
+    run = PaperTradingRun.objects.filter(pk=run_id).first()
+    if run is None:
+        raise NotFound("run_not_found", f"no paper run {run_id!r}")
+    return run
+
+
+def run_positions(*, run: PaperTradingRun) -> dict[str, dict]:
+    """Open positions after the run's recorded fills: {symbol: {qty, avg_price}}.
+
+    Replays the fills through the engine's own Portfolio so the average-cost rule (adds move
+    the average, a flip restarts it at the fill price) is the one the session used.
+    """
+    books: dict[str, Portfolio] = {}
+    fills = (
+        PaperFill.objects.filter(paper_run=run)
+        .order_by("bar_index", "id")
+        .values_list("symbol", "side", "qty", "price", "fee")
+    )
+    for symbol, side, qty, price, fee in fills.iterator(chunk_size=2000):
+        book = books.setdefault(symbol, Portfolio(symbol, 0.0))
+        book.apply(SimpleNamespace(signed_qty=qty if side == "buy" else -qty, price=price, fee=fee))
+    return {
+        symbol: {"qty": book.position, "avg_price": book.avg_price}
+        for symbol, book in sorted(books.items())
+        if book.position != 0
+    }
+
+
+def run_fills(*, run: PaperTradingRun) -> QuerySet[PaperFill]:
+    return PaperFill.objects.filter(paper_run=run).order_by("filled_at", "id")
+
+
+def run_orders(*, run: PaperTradingRun) -> QuerySet[PaperOrder]:
+    return PaperOrder.objects.filter(paper_run=run).order_by("created_at", "id")
+
+
+def run_equity(*, run: PaperTradingRun) -> QuerySet[PaperEquityPoint]:
+    return PaperEquityPoint.objects.filter(paper_run=run).order_by("bar_index")
+
+
+def run_frames(*, run: PaperTradingRun, after_seq: int | None = None) -> QuerySet[PaperFrame]:
+    qs = PaperFrame.objects.filter(paper_run=run).order_by("seq")
+    if after_seq is not None:
+        qs = qs.filter(seq__gt=after_seq)
+    return qs

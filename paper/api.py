@@ -1,0 +1,186 @@
+"""REST operations for paper sessions: list and read runs, their ledger rows and frames; stop them.
+
+Reads go through ledger/selectors.py; stops through paper/sessions.py and risk/services.py.
+"""
+from datetime import datetime
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Field, Query, Router, Schema
+from ninja.pagination import paginate
+
+from config.api import ErrorOut, Page
+from config.auth import auth_user
+from ledger import selectors
+from ledger.models import PaperTradingRun, RunStatus
+from paper.sessions import session_stop
+from risk.api import HaltIn, HaltReportOut
+from risk.services import halt_subsystems
+
+router = Router(tags=["paper"])
+
+
+# --- schemas -------------------------------------------------------------------------------------
+
+class RunOut(Schema):
+    id: str
+    bot_id: int
+    status: str
+    status_reason: str
+    equity: float = Field(description="ending equity so far, or the starting cash before the first bar")
+    total_pnl: float | None
+    num_fills: int
+    starting_cash: float
+    duration_minutes: float | None
+    pace: float
+    symbol: str
+    timeframe: str
+    mode: str
+    data_source: str
+    data_label: str = Field(description="'synthetic' or 'stored': synthetic prices are never real ones")
+    seed: int
+    bars_processed: int
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    updated_at: datetime
+    ws: str
+
+    @staticmethod
+    def resolve_equity(run: PaperTradingRun) -> float:
+        return run.ending_equity if run.ending_equity is not None else run.starting_cash
+
+    @staticmethod
+    def resolve_data_label(run: PaperTradingRun) -> str:
+        return "synthetic" if run.data_source == "synthetic" else "stored"
+
+    @staticmethod
+    def resolve_ws(run: PaperTradingRun) -> str:
+        return f"/ws/paper/{run.id}"
+
+
+class PositionOut(Schema):
+    qty: float
+    avg_price: float
+
+
+class RunDetailOut(RunOut):
+    positions: dict[str, PositionOut] = Field(description="open positions from the recorded fills")
+    halt: dict | None
+    metrics: dict[str, Any]
+    config_hash: str
+    error_type: str
+    error_message: str
+    stop_requested: str
+    request_id: str
+
+    @staticmethod
+    def resolve_positions(run: PaperTradingRun) -> dict:
+        return selectors.run_positions(run=run)
+
+
+class FillOut(Schema):
+    fill_id: str
+    order_id: str
+    symbol: str
+    side: str
+    qty: float
+    price: float
+    fee: float
+    liquidity: str
+    bar_index: int
+    filled_at: datetime
+
+
+class OrderOut(Schema):
+    order_id: str
+    symbol: str
+    side: str
+    type: str
+    qty: float
+    limit_price: float | None
+    stop_price: float | None
+    tif: str
+    status: str
+    filled_qty: float
+    avg_fill_price: float | None
+    reason: str
+    bar_index: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class EquityPointOut(Schema):
+    bar_index: int
+    ts: datetime
+    equity: float
+    cash: float
+    position: float
+
+
+class FrameOut(Schema):
+    seq: int
+    stage: str
+    message: str
+    created_at: datetime
+    payload: dict[str, Any] = Field(description="the frame exactly as sent on the WebSocket")
+
+
+class StopOut(Schema):
+    stopped: list[str]
+    count: int
+    forced: list[str]
+    elapsed_ms: float
+    detail: str | None = None
+
+
+# --- operations ----------------------------------------------------------------------------------
+# /paper/stop-all is declared before /paper/{run_id} so that POST never reaches a run id.
+
+@router.post("/paper/stop-all", response={200: HaltReportOut, 422: ErrorOut})
+def paper_stop_all(request: HttpRequest, payload: HaltIn | None = None):
+    """Stop every active session. Does not latch: new sessions may start right after."""
+    user = auth_user(request)
+    reason = (payload.reason if payload else None) or f"stop-all by {user.username}"
+    return halt_subsystems(subsystems=["paper"], reason=reason, user=user, latch=False, scope="paper")
+
+
+@router.get("/paper", response=list[RunOut])
+@paginate(Page)
+def paper_list(request: HttpRequest, status: RunStatus | None = None, bot_id: int | None = None):
+    return selectors.runs_list(status=status, bot_id=bot_id)
+
+
+@router.get("/paper/{run_id}", response={200: RunDetailOut, 404: ErrorOut})
+def paper_get(request: HttpRequest, run_id: str):
+    return selectors.run_get(run_id=run_id)
+
+
+@router.post("/paper/{run_id}/stop", response={200: StopOut, 404: ErrorOut})
+def paper_stop(request: HttpRequest, run_id: str):
+    return session_stop(run_id=run_id, user=auth_user(request))
+
+
+@router.get("/paper/{run_id}/fills", response={200: list[FillOut], 404: ErrorOut})
+@paginate(Page)
+def paper_fills(request: HttpRequest, run_id: str):
+    return selectors.run_fills(run=selectors.run_get(run_id=run_id))
+
+
+@router.get("/paper/{run_id}/orders", response={200: list[OrderOut], 404: ErrorOut})
+@paginate(Page)
+def paper_orders(request: HttpRequest, run_id: str):
+    return selectors.run_orders(run=selectors.run_get(run_id=run_id))
+
+
+@router.get("/paper/{run_id}/equity", response={200: list[EquityPointOut], 404: ErrorOut})
+@paginate(Page)
+def paper_equity(request: HttpRequest, run_id: str):
+    return selectors.run_equity(run=selectors.run_get(run_id=run_id))
+
+
+@router.get("/paper/{run_id}/frames", response={200: list[FrameOut], 404: ErrorOut})
+@paginate(Page)
+def paper_frames(request: HttpRequest, run_id: str, after_seq: int | None = Query(None, ge=0)):
+    """Frames in seq order; `?after_seq=N` resumes after the last one a client has."""
+    return selectors.run_frames(run=selectors.run_get(run_id=run_id), after_seq=after_seq)

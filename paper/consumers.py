@@ -1,0 +1,81 @@
+"""`ws/paper/<paper_run_id>`: a session's stage frames, the recent stored ones first, then live.
+
+Frames are `{task_id, stage, message, timestamp, **extras}` with `equity` and `positions`.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from paper.frames import bind_server_loop, group_name
+
+# Client messages are not part of the protocol; anything big is refused outright.
+MAX_CLIENT_MESSAGE = 4096
+
+
+@database_sync_to_async
+def _backlog(run_id: str, limit: int) -> list[dict] | None:
+    from ledger.models import PaperFrame, PaperTradingRun
+
+    if not PaperTradingRun.objects.filter(pk=run_id).exists():
+        return None
+    frames = list(PaperFrame.objects.filter(paper_run_id=run_id).order_by("-seq").values_list("payload", flat=True)[:limit])
+    frames.reverse()
+    return frames
+
+
+class PaperFramesConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        if self.scope.get("origin_absent") and self.scope.get("auth_method") != "token":
+            await self.close(code=4403)  # a cookie-authenticated socket must say where it comes from
+            return
+        bind_server_loop(asyncio.get_running_loop())
+        self.run_id = self.scope["url_route"]["kwargs"]["paper_run_id"]
+        self.group = group_name(self.run_id)
+        self.last_seq = 0
+        # Join the group before reading the backlog: a frame stored after the read is then
+        # also delivered live, and the seq check drops the ones already sent.
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        backlog = await _backlog(self.run_id, settings.PAPER_FRAME_BACKLOG)
+        if backlog is None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.close(code=4404)
+            return
+        await self.accept()
+        for frame in backlog:
+            await self.send_json(frame)
+            self.last_seq = max(self.last_seq, frame.get("seq", 0))
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "group", None):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        size = len(text_data or "") + len(bytes_data or b"")
+        if size > MAX_CLIENT_MESSAGE:
+            await self.close(code=1009)  # message too big
+            return
+        await self.send_json({"stage": "error", "message": "this socket only sends frames"})
+
+    async def dispatch(self, message: dict) -> None:
+        # Channels closes stale DB connections before every message through a thread hop
+        # that all consumers share; frame messages touch no DB, and with 100 subscribers
+        # that hop was most of the fan-out time.
+        if message.get("type") == "paper.frames":
+            await self.paper_frames(message)
+            return
+        await super().dispatch(message)
+
+    async def paper_frames(self, event: dict) -> None:
+        for seq, text in event["frames"]:
+            if seq <= self.last_seq:
+                continue  # already sent from the stored backlog
+            self.last_seq = seq
+            await self.send(text_data=text)

@@ -1,0 +1,80 @@
+"""REST operations for the kill switch: fire it (fan out to every subsystem and latch), re-arm, read.
+
+Also the halt request and report schemas that /bots/halt-all and /paper/stop-all share.
+"""
+from datetime import datetime
+
+from django.http import HttpRequest
+from ninja import Field, Router, Schema
+
+from config.api import STRICT_INPUT, ErrorOut
+from config.auth import auth_user
+from risk.registry import halt_handlers
+from risk.services import kill_switch_fire, kill_switch_rearm, kill_switch_state
+
+router = Router(tags=["kill switch"])
+
+
+class HaltIn(Schema):
+    model_config = STRICT_INPUT
+
+    reason: str | None = Field(None, max_length=300)
+
+
+class SubsystemHaltOut(Schema):
+    subsystem: str
+    stopped: list[str]
+    count: int
+    elapsed_ms: float
+    detail: str
+
+
+class HaltReportOut(Schema):
+    scope: str
+    latched: bool
+    reason: str
+    subsystems: list[SubsystemHaltOut]
+    stopped: int = Field(description="how many things were stopped, over all subsystems")
+    elapsed_ms: float
+
+
+class KillSwitchOut(Schema):
+    latched: bool
+    latched_at: datetime | None
+    latched_by: str
+    reason: str
+    rearmed_at: datetime | None
+    rearmed_by: str
+    subsystems: list[str] = Field(description="the registered halt handlers a fire fans out to")
+
+
+def _state() -> dict:
+    switch = kill_switch_state()
+    return {
+        "latched": switch.latched,
+        "latched_at": switch.latched_at,
+        "latched_by": switch.latched_by,
+        "reason": switch.reason,
+        "rearmed_at": switch.rearmed_at,
+        "rearmed_by": switch.rearmed_by,
+        "subsystems": sorted(halt_handlers()),
+    }
+
+
+@router.post("/kill-switch", response={200: HaltReportOut, 422: ErrorOut})
+def kill_switch_post(request: HttpRequest, payload: HaltIn | None = None):
+    """Latch, then stop everything every registered subsystem runs; new sessions get 423 until re-armed."""
+    user = auth_user(request)
+    reason = (payload.reason if payload else None) or f"kill switch fired by {user.username}"
+    return kill_switch_fire(reason=reason, user=user)
+
+
+@router.get("/kill-switch", response=KillSwitchOut)
+def kill_switch_get(request: HttpRequest):
+    return _state()
+
+
+@router.post("/kill-switch/rearm", response=KillSwitchOut)
+def kill_switch_rearm_post(request: HttpRequest):
+    kill_switch_rearm(user=auth_user(request))
+    return _state()

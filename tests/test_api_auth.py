@@ -1,0 +1,180 @@
+"""API auth: every operation refuses anonymous callers; tokens (Bearer, X-API-Key) and sessions with CSRF.
+
+Also `manage.py create_api_token`, whose stdout must be the token and nothing else.
+"""
+import hashlib
+import io
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from paper.models import ApiToken
+from paper.tokens import api_token_create, api_token_revoke, api_token_verify
+
+pytestmark = pytest.mark.django_db
+
+EXPECTED_OPERATIONS = {
+    ("POST", "/bots/halt-all"),
+    ("GET", "/bots"), ("POST", "/bots"),
+    ("GET", "/bots/{bot_id}"), ("PUT", "/bots/{bot_id}"), ("PATCH", "/bots/{bot_id}"), ("DELETE", "/bots/{bot_id}"),
+    ("POST", "/bots/{bot_id}/backtests"), ("GET", "/bots/{bot_id}/backtests"),
+    ("POST", "/bots/{bot_id}/paper"),
+    ("POST", "/paper/stop-all"),
+    ("GET", "/paper"), ("GET", "/paper/{run_id}"), ("POST", "/paper/{run_id}/stop"),
+    ("GET", "/paper/{run_id}/fills"), ("GET", "/paper/{run_id}/orders"),
+    ("GET", "/paper/{run_id}/equity"), ("GET", "/paper/{run_id}/frames"),
+    ("POST", "/kill-switch"), ("GET", "/kill-switch"), ("POST", "/kill-switch/rearm"),
+}
+
+
+def operations() -> list[tuple[str, str]]:
+    import config.urls  # noqa: F401  (mounts the routers)
+    from config.api import api
+
+    schema = api.get_openapi_schema()
+    return sorted((method.upper(), path) for path, methods in schema["paths"].items() for method in methods)
+
+
+@pytest.fixture
+def alice(db):
+    return User.objects.create_user("alice", password="pw")
+
+
+def call(client, method, path, **extra):
+    url = path.replace("{bot_id}", "1").replace("{run_id}", "20990101T000000Z-deadbeef")
+    return client.generic(method, url, data='{"starting_cash":100000,"duration_minutes":60}',
+                          content_type="application/json", **extra)
+
+
+def test_the_schema_lists_every_operation():
+    assert set(operations()) == EXPECTED_OPERATIONS
+
+
+@pytest.mark.parametrize("method,path", operations())
+def test_every_operation_refuses_anonymous_callers(client, method, path):
+    response = call(client, method, path)
+    assert response.status_code == 401, (method, path, response.content)
+    assert response.json()["code"] == "not_authenticated" and "Bearer" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("method,path", operations())
+def test_every_operation_refuses_a_revoked_token(client, alice, method, path):
+    token, raw = api_token_create(user=alice)
+    api_token_revoke(token=token)
+    assert call(client, method, path, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
+
+
+def test_an_anonymous_unsafe_request_is_401_not_a_csrf_403(alice):
+    client = Client(enforce_csrf_checks=True)
+    response = client.post("/kill-switch", data="", content_type="application/json")
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("header", [
+    "Bearer pt_not-a-real-token", "Token {raw}", "Bearer", "Basic YWxpY2U6cHc=", "Bearer " + "x" * 5000,
+])
+def test_a_wrong_token_or_scheme_is_401(client, alice, header):
+    _, raw = api_token_create(user=alice)
+    assert client.get("/kill-switch", HTTP_AUTHORIZATION=header.format(raw=raw)).status_code == 401
+
+
+def test_a_bearer_token_and_an_x_api_key_both_work(client, alice):
+    _, raw = api_token_create(user=alice)
+    assert client.get("/kill-switch", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
+    assert client.get("/kill-switch", HTTP_X_API_KEY=raw).status_code == 200
+
+
+def test_a_token_of_an_inactive_user_is_refused(client, alice):
+    _, raw = api_token_create(user=alice)
+    User.objects.filter(pk=alice.pk).update(is_active=False)
+    assert client.get("/kill-switch", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
+
+
+def test_only_the_tokens_hash_is_stored(alice):
+    token, raw = api_token_create(user=alice, name="ci")
+    assert raw.startswith("pt_") and len(raw) > 40 and token.prefix == raw[:12]
+    assert token.token_hash == hashlib.sha256(raw.encode()).hexdigest()
+    assert not ApiToken.objects.filter(token_hash=raw).exists()
+
+
+def test_last_used_at_is_written_at_most_once_a_minute(alice):
+    token, raw = api_token_create(user=alice)
+    assert api_token_verify(raw) == alice
+    token.refresh_from_db()
+    first = token.last_used_at
+    assert first is not None
+    api_token_verify(raw)
+    token.refresh_from_db()
+    assert token.last_used_at == first
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=first - timedelta(minutes=2))
+    api_token_verify(raw)
+    token.refresh_from_db()
+    assert token.last_used_at > first - timedelta(seconds=1)
+
+
+def test_a_revoked_token_stays_revoked_from_its_first_revocation(alice):
+    token, raw = api_token_create(user=alice)
+    api_token_revoke(token=token)
+    first = token.revoked_at
+    api_token_revoke(token=token)
+    assert token.revoked_at == first and api_token_verify(raw) is None
+
+
+# --- browser sessions ------------------------------------------------------------------------------
+
+@pytest.fixture
+def browser(alice):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    return client
+
+
+def test_a_session_may_read_without_a_csrf_token(browser):
+    assert browser.get("/kill-switch").status_code == 200
+
+
+def test_a_session_post_without_a_csrf_token_is_403(browser):
+    response = browser.post("/kill-switch/rearm", data="", content_type="application/json")
+    assert response.status_code == 403
+    assert response.json()["code"] == "forbidden" and "CSRF" in response.json()["detail"]
+
+
+def test_a_session_post_with_the_csrf_token_succeeds(browser):
+    browser.get("/admin/login/")  # any Django page that renders a form sets the csrftoken cookie
+    csrf = browser.cookies["csrftoken"].value
+    response = browser.post("/kill-switch/rearm", data="", content_type="application/json", HTTP_X_CSRFTOKEN=csrf)
+    assert response.status_code == 200 and response.json()["rearmed_by"] == "alice"
+
+
+def test_a_token_needs_no_csrf_even_with_a_session_cookie(browser, alice):
+    _, raw = api_token_create(user=alice)
+    response = browser.post("/kill-switch/rearm", data="", content_type="application/json",
+                            HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 200
+
+
+# --- create_api_token --------------------------------------------------------------------------------
+
+def test_create_api_token_prints_only_a_working_token(client, alice):
+    out, err = io.StringIO(), io.StringIO()
+    call_command("create_api_token", "alice", "--name", "ci", stdout=out, stderr=err)
+    raw = out.getvalue().strip()
+    assert out.getvalue() == raw + "\n" and raw.startswith("pt_")
+    assert "alice" in err.getvalue()
+    assert ApiToken.objects.get(user=alice).name == "ci"
+    assert client.get("/bots", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
+
+
+def test_create_api_token_exits_2_for_an_unknown_user():
+    with pytest.raises(CommandError) as exc:
+        call_command("create_api_token", "nobody", stdout=io.StringIO())
+    assert exc.value.returncode == 2 and "nobody" in str(exc.value)
+    assert not ApiToken.objects.exists()
+
+
+def test_the_docs_and_schema_are_served(client):
+    assert client.get("/openapi.json").json()["info"]["title"] == "Paper trading API"
+    assert client.get("/docs").status_code == 200
