@@ -6,17 +6,15 @@ import math
 from datetime import date, datetime
 from typing import Any, Literal
 
-from django.db.models import ProtectedError
 from django.http import HttpRequest
 from ninja import Field, Router, Schema, Status
 from ninja.pagination import paginate
 from pydantic import field_validator, model_validator
 
 from bots import selectors
-from bots.services import backtest_run, bot_create, bot_get, bot_update
+from bots.services import backtest_run, bot_create, bot_delete, bot_get, bot_update
 from config.api import STRICT_INPUT, ErrorOut, Page
 from config.auth import auth_user
-from config.errors import Conflict
 from paper.sessions import SessionRequest, session_start
 from risk.api import HaltIn, HaltReportOut
 from risk.services import halt_subsystems
@@ -182,7 +180,7 @@ class PaperStartOut(Schema):
 def bots_halt_all(request: HttpRequest, payload: HaltIn | None = None):
     """Stop every bot's sessions and latch the kill switch (the top bar's first fan-out)."""
     user = auth_user(request)
-    reason = (payload.reason if payload else None) or f"halt-all by {user.username}"
+    reason = f"kill_switch: {(payload.reason if payload else None) or f'halt-all by {user.username}'}"
     return halt_subsystems(subsystems=["bots"], reason=reason, user=user, latch=True, scope="bots")
 
 
@@ -217,15 +215,7 @@ def bots_update(request: HttpRequest, bot_id: int, payload: BotPatchIn):
 
 @router.delete("/bots/{int:bot_id}", response={204: None, 404: ErrorOut, 409: ErrorOut})
 def bots_delete(request: HttpRequest, bot_id: int):
-    bot = bot_get(bot_ref=bot_id)
-    # TODO(bots/services.py): move this rule into a `bot_delete(*, bot)` service.
-    try:
-        bot.delete()
-    except ProtectedError:
-        raise Conflict(
-            "bot_has_paper_runs",
-            f"bot {bot.pk} has paper runs; the ledger keeps them, so the bot cannot be deleted",
-        ) from None
+    bot_delete(bot=bot_get(bot_ref=bot_id))
     return Status(204, None)
 
 

@@ -14,12 +14,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from bots.models import BacktestRun, Bot
-from config.errors import AppError, NotFound
+from config.errors import AppError, Conflict, NotFound
 from paper.engine.bars import Bars, timeframe_seconds
 from paper.engine.botconfig import BotConfigError
 from paper.engine.synthetic import synthetic_bars
 
 EQUITY_POINTS_KEPT = 5000
+# A synthetic backtest generates its bars in memory: two years of minutes is the ceiling.
+MAX_SYNTHETIC_BARS = 1_100_000
 
 
 def _validation_details(exc: ValidationError) -> list[dict]:
@@ -73,6 +75,16 @@ def bot_update(*, bot: Bot, **changes) -> Bot:
     return bot
 
 
+def bot_delete(*, bot: Bot) -> None:
+    """Delete a bot and its backtests; a bot with paper runs stays (the ledger keeps them)."""
+    from ledger.models import PaperTradingRun
+
+    if PaperTradingRun.objects.filter(bot=bot).exists():
+        raise Conflict("bot_has_paper_runs",
+                       f"bot {bot.pk} has paper runs; the ledger keeps them, so the bot cannot be deleted")
+    bot.delete()
+
+
 def bot_get(*, bot_ref: str | int) -> Bot:
     """A bot by id or by name."""
     ref = str(bot_ref)
@@ -117,6 +129,9 @@ def backtest_bars(
         if synthetic_count is None:
             end_dt = _as_datetime(end, end=True) or start_dt + timedelta(days=365)
             synthetic_count = max(1, int((end_dt - start_dt).total_seconds() // step) + 1)
+        if not 1 <= synthetic_count <= MAX_SYNTHETIC_BARS:
+            raise AppError("too_many_bars", f"a synthetic backtest takes 1 to {MAX_SYNTHETIC_BARS:,} bars; "
+                           f"this range needs {synthetic_count:,} {bot.timeframe} bars", status=422)
         return synthetic_bars(symbol, bot.timeframe, synthetic_count, seed=seed, start_ts=int(start_dt.timestamp()))
     raise AppError("bad_data_source", f"data_source must be 'stored' or 'synthetic', not {data_source!r}")
 

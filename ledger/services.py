@@ -283,7 +283,23 @@ def frames_record(*, run: PaperTradingRun, frames: Sequence[dict]) -> None:
 
 
 def run_heartbeat(*, run_id: str) -> str:
-    """Touch the heartbeat; returns the run's stop request ('' if none) and status."""
+    """Touch the heartbeat; returns the run's stop request ('' if none).
+
+    A database hiccup is not a reason to stop a session: it answers '' and the next poll retries.
+    """
+    from django.db import DatabaseError
+
+    try:
+        return _run_heartbeat(run_id)
+    except DatabaseError:
+        import logging
+
+        logging.getLogger(__name__).warning("heartbeat of %s failed; retrying next poll", run_id, exc_info=True)
+        connection.close()
+        return ""
+
+
+def _run_heartbeat(run_id: str) -> str:
     PaperTradingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(updated_at=timezone.now())
     row = PaperTradingRun.objects.filter(pk=run_id).values("stop_requested", "status").first()
     if row is None:

@@ -141,7 +141,7 @@ class StopOut(Schema):
 def paper_stop_all(request: HttpRequest, payload: HaltIn | None = None):
     """Stop every active session. Does not latch: new sessions may start right after."""
     user = auth_user(request)
-    reason = (payload.reason if payload else None) or f"stop-all by {user.username}"
+    reason = f"operator_stop: {(payload.reason if payload else None) or f'stop-all by {user.username}'}"
     return halt_subsystems(subsystems=["paper"], reason=reason, user=user, latch=False, scope="paper")
 
 

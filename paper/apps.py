@@ -6,11 +6,11 @@ class PaperConfig(AppConfig):
     verbose_name = "Paper trading: market data, sessions and the simulation engine"
 
     def ready(self) -> None:
-        from paper.sessions import REASON_KILL_SWITCH, sessions_stop
+        from paper.sessions import sessions_stop
         from risk.registry import HaltReport, register_halt_handler
 
         def stop_all_sessions(reason: str) -> HaltReport:
-            report = sessions_stop(run_ids=None, reason=f"{REASON_KILL_SWITCH}: {reason}")
+            report = sessions_stop(run_ids=None, reason=reason)
             forced = f"; forced: {', '.join(report['forced'])}" if report["forced"] else ""
             return HaltReport(subsystem="paper", stopped=report["stopped"], detail=f"paper sessions stopped{forced}")
 

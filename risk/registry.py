@@ -25,7 +25,8 @@ class HaltReport:
         }
 
 
-# handler(reason) -> HaltReport; must be idempotent and must not raise for "nothing to stop".
+# handler(reason) -> HaltReport. The reason arrives coded ("kill_switch: ...", "operator_stop: ...");
+# a handler must be idempotent and must not raise for "nothing to stop".
 HaltHandler = Callable[[str], HaltReport]
 
 _HANDLERS: dict[str, HaltHandler] = {}

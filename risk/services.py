@@ -85,7 +85,7 @@ def halt_subsystems(*, subsystems: list[str] | None, reason: str, user=None, lat
 
 def kill_switch_fire(*, reason: str = "kill switch", user=None) -> dict:
     """The top-bar kill switch: latch, then fan out to every registered subsystem."""
-    return halt_subsystems(subsystems=None, reason=reason, user=user, latch=True, scope="kill-switch")
+    return halt_subsystems(subsystems=None, reason=f"kill_switch: {reason}", user=user, latch=True, scope="kill-switch")
 
 
 def kill_switch_rearm(*, user=None) -> KillSwitch:

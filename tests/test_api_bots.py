@@ -160,7 +160,7 @@ def test_halt_all_stops_every_bots_sessions_and_latches(api, ready_bot_id):
     assert response.status_code == 200
     report = response.json()
     assert report["scope"] == "bots" and report["latched"] is True and report["elapsed_ms"] >= 0
-    assert report["reason"] == "halt-all by alice"
+    assert report["reason"] == "kill_switch: halt-all by alice"
     [bots] = report["subsystems"]
     assert bots["subsystem"] == "bots" and bots["stopped"] == [f"bot:{ready_bot_id}"] and report["stopped"] == 1
     assert PaperTradingRun.objects.get(pk=run_id).status == "aborted"

@@ -177,7 +177,7 @@ def test_stop_all_stops_every_session_without_latching(api, bot):
     response = post(api, "/paper/stop-all", {"reason": "end of day"})
     assert response.status_code == 200
     report = response.json()
-    assert report["scope"] == "paper" and report["latched"] is False and report["reason"] == "end of day"
+    assert report["scope"] == "paper" and report["latched"] is False and report["reason"] == "operator_stop: end of day"
     [paper] = report["subsystems"]
     assert paper["subsystem"] == "paper" and sorted(paper["stopped"]) == sorted(r.id for r in runs)
     assert report["stopped"] == 2 and report["elapsed_ms"] >= 0
@@ -197,7 +197,7 @@ def test_the_kill_switch_stops_everything_latches_and_rearms(api, bot):
     assert response.status_code == 200
     report = response.json()
     assert report["scope"] == "kill-switch" and report["latched"] is True
-    assert report["reason"] == "kill switch fired by alice" and report["elapsed_ms"] >= 0
+    assert report["reason"] == "kill_switch: kill switch fired by alice" and report["elapsed_ms"] >= 0
     by_name = {s["subsystem"]: s for s in report["subsystems"]}
     assert {"bots", "paper"} <= set(by_name)
     assert all({"stopped", "count", "elapsed_ms", "detail"} <= set(s) for s in report["subsystems"])
