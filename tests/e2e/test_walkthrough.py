@@ -11,14 +11,10 @@ import time
 import pytest
 from websockets.sync.client import connect as ws_connect
 
+from tests.seed_sql import SEED_FILLS_SQL, SEED_RUNS_SQL
+
 pytestmark = pytest.mark.e2e
 
-SEED_RUNS_SQL = """SELECT id, bot_id, status, total_pnl, num_fills, started_at, ended_at
-FROM paper_trading_runs ORDER BY started_at DESC LIMIT 1;"""
-SEED_FILLS_SQL = """SELECT order_id, symbol, side, qty, price, filled_at
-FROM paper_fills
-WHERE paper_run_id = '<from_above>'
-ORDER BY filled_at;"""
 
 
 def sql(stack, statement: str) -> list[tuple]:
