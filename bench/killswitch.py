@@ -65,6 +65,13 @@ def main() -> None:
             print(f"trial {trial + 1}: {args.sessions} sessions terminal in the DB {wall[-1]:.1f} ms "
                   f"(server-side {report['elapsed_ms']:.1f} ms)", flush=True)
             api.call("POST", "/kill-switch/rearm")
+            # Let the stopped sessions' reports and charts (written 1 s after they end) finish,
+            # so the next trial starts, like a real incident, from a quiet system.
+            outputs = Path(stack.env["OUTPUTS_DIR"]) / "paper_sessions"
+            deadline = time.time() + 120
+            while time.time() < deadline and not all((outputs / i / "report.json").exists() for i in ids):
+                time.sleep(0.5)
+            time.sleep(1.0)
         print(f"kill switch, {args.sessions} live sessions, 2 worker processes x 32 threads, {args.trials} trials: "
               f"p50 {statistics.median(wall):.1f} ms, p99 {pct(wall, 99):.1f} ms, max {max(wall):.1f} ms "
               f"(HTTP round trip until all terminal in the DB; target p99 < 250 ms)")

@@ -17,6 +17,7 @@ from bots.models import BacktestRun, Bot
 from config.errors import AppError, Conflict, NotFound
 from paper.engine.bars import Bars, timeframe_seconds
 from paper.engine.botconfig import BotConfigError
+from paper.engine.engine import RunResult
 from paper.engine.synthetic import synthetic_bars
 
 EQUITY_POINTS_KEPT = 5000
@@ -148,17 +149,21 @@ def backtest_run(
     synthetic_count: int | None = None,
 ) -> BacktestRun:
     """Run the bot over bars through the engine and store the result as a BacktestRun."""
+    bars = backtest_bars(bot=bot, symbol=symbol or (bot.symbols[0] if bot.symbols else None), start=start, end=end,
+                         data_source=data_source, seed=seed, synthetic_count=synthetic_count)
+    return backtest_run_with_result(bot=bot, bars=bars, seed=seed, starting_cash=starting_cash)[0]
+
+
+def backtest_run_with_result(*, bot: Bot, bars: Bars, seed: int = 0,
+                             starting_cash: float = 100_000.0) -> tuple[BacktestRun, RunResult]:
+    """Backtest over the given bars; returns the stored BacktestRun and the engine's result."""
     try:
         config = bot.trading_config()
-        engine = config.build_engine(starting_cash=starting_cash, seed=seed, symbol=symbol)
+        engine = config.build_engine(starting_cash=starting_cash, seed=seed, symbol=bars.symbol)
     except BotConfigError as exc:
         raise AppError("invalid_bot", str(exc), details=exc.errors) from None
     except ValueError as exc:
         raise AppError("invalid_backtest", str(exc)) from None
-    bars = backtest_bars(
-        bot=bot, symbol=engine.symbol, start=start, end=end, data_source=data_source,
-        seed=seed, synthetic_count=synthetic_count,
-    )
     started = time.perf_counter()
     result = engine.run(bars)
     elapsed_ms = (time.perf_counter() - started) * 1000
@@ -170,7 +175,7 @@ def backtest_run(
     metrics = dict(result.metrics)
     metrics["data_label"] = bars.label
     with transaction.atomic():
-        return BacktestRun.objects.create(
+        run = BacktestRun.objects.create(
             bot=bot,
             config_hash=config.config_hash,
             config_snapshot=config.canonical(),
@@ -192,6 +197,7 @@ def backtest_run(
             equity=equity,
             duration_ms=elapsed_ms,
         )
+    return run, result
 
 
 # --- the paper metadata gate -------------------------------------------------------------------

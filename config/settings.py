@@ -148,6 +148,8 @@ PAPER_WARMUP_BARS = env.int("PAPER_WARMUP_BARS", default=200)
 PAPER_STALE_SECONDS = env.float("PAPER_STALE_SECONDS", default=120.0)
 # How long a stop / kill switch waits for sessions to acknowledge before forcing them aborted.
 PAPER_STOP_TIMEOUT_SECONDS = env.float("PAPER_STOP_TIMEOUT_SECONDS", default=2.0)
+# A live session's reports and charts are written this long after it ends (0 = at once, inline).
+PAPER_ARTIFACTS_DELAY_MS = env.int("PAPER_ARTIFACTS_DELAY_MS", default=1000)
 # Frames a late WebSocket client receives before the live ones.
 PAPER_FRAME_BACKLOG = env.int("PAPER_FRAME_BACKLOG", default=200)
 # Worker threads of the in-process worker in embedded mode (one per concurrent session).

@@ -4,7 +4,7 @@ Every write is one transaction and idempotent: fills are unique per (run, fill i
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from django.db import connection, transaction
@@ -13,8 +13,6 @@ from django.utils import timezone
 from ledger.models import PaperEquityPoint, PaperFill, PaperOrder, PaperTradingRun, RunStatus
 from paper.engine.engine import RunResult
 from paper.engine.orders import Fill, Order
-
-BATCH = 2000
 
 
 def _dt(ts: int) -> datetime:
@@ -66,73 +64,67 @@ def run_mark_running(*, run: PaperTradingRun) -> PaperTradingRun:
     return run
 
 
-def _fill_rows(run: PaperTradingRun, fills: Iterable[Fill]) -> list[PaperFill]:
-    return [
-        PaperFill(
-            paper_run=run,
-            fill_id=f.fill_id,
-            order_id=f.client_order_id,
-            symbol=f.symbol,
-            side=str(f.side),
-            qty=f.qty,
-            price=f.price,
-            fee=f.fee,
-            liquidity=str(f.liquidity),
-            bar_index=f.bar_index,
-            filled_at=_dt(f.ts),
-        )
+FILL_COLUMNS = "paper_run_id, fill_id, order_id, symbol, side, qty, price, fee, liquidity, bar_index, filled_at"
+ORDER_COLUMNS = ("paper_run_id, order_id, symbol, side, type, qty, limit_price, stop_price, tif, status, "
+                 "filled_qty, avg_fill_price, reason, bar_index, created_at, updated_at")
+
+
+def _executemany(sql: str, rows: list[tuple]) -> None:
+    # Raw SQL: the ORM's per-row model objects cost ~30 us a row, which a long replay's
+    # thousands of fills and orders cannot afford. ON CONFLICT works on SQLite and PostgreSQL.
+    if not rows:
+        return
+    with connection.cursor() as cursor:
+        for lo in range(0, len(rows), 20_000):
+            cursor.executemany(sql, rows[lo : lo + 20_000])
+
+
+def fills_insert(*, run_id: str, fills: Sequence[Fill]) -> None:
+    """Insert fills; a fill already recorded (same run and fill id) is skipped."""
+    adapt = connection.ops.adapt_datetimefield_value
+    rows = [
+        (run_id, f.fill_id, f.client_order_id, f.symbol, str(f.side), f.qty, f.price, f.fee, str(f.liquidity),
+         f.bar_index, adapt(_dt(f.ts)))
         for f in fills
     ]
-
-
-def _order_rows(run: PaperTradingRun, orders: Iterable[Order]) -> list[PaperOrder]:
-    return [
-        PaperOrder(
-            paper_run=run,
-            order_id=o.client_order_id,
-            symbol=o.symbol,
-            side=str(o.side),
-            type=str(o.type),
-            qty=o.qty if isinstance(o.qty, float) and o.qty == o.qty else 0.0,
-            limit_price=o.limit_price,
-            stop_price=o.stop_price,
-            tif=str(o.tif),
-            status=str(o.status),
-            filled_qty=o.filled_qty,
-            avg_fill_price=o.avg_fill_price if o.filled_qty else None,
-            reason=o.reason[:300],
-            bar_index=o.created_bar,
-            created_at=_dt(o.created_ts),
-            updated_at=_dt(o.updated_ts),
-        )
-        for o in orders
-    ]
+    _executemany(
+        f"INSERT INTO {PaperFill._meta.db_table} ({FILL_COLUMNS}) VALUES ({', '.join(['%s'] * 11)}) "
+        "ON CONFLICT (paper_run_id, fill_id) DO NOTHING",
+        rows,
+    )
 
 
 def orders_upsert(*, run: PaperTradingRun, orders: Sequence[Order]) -> None:
-    """Insert new orders and update the status of known ones, keyed on (run, order id)."""
-    if not orders:
-        return
-    PaperOrder.objects.bulk_create(
-        _order_rows(run, orders),
-        batch_size=BATCH,
-        update_conflicts=True,
-        unique_fields=["paper_run", "order_id"],
-        update_fields=["status", "filled_qty", "avg_fill_price", "reason", "updated_at", "qty"],
+    """Insert new orders and update the state of known ones, keyed on (run, order id)."""
+    adapt = connection.ops.adapt_datetimefield_value
+    rows = [
+        (run.pk, o.client_order_id, o.symbol, str(o.side), str(o.type),
+         o.qty if isinstance(o.qty, float) and o.qty == o.qty else 0.0,
+         o.limit_price, o.stop_price, str(o.tif), str(o.status), o.filled_qty,
+         o.avg_fill_price if o.filled_qty else None, o.reason[:300], o.created_bar,
+         adapt(_dt(o.created_ts)), adapt(_dt(o.updated_ts)))
+        for o in orders
+    ]
+    _executemany(
+        f"INSERT INTO {PaperOrder._meta.db_table} ({ORDER_COLUMNS}) VALUES ({', '.join(['%s'] * 16)}) "
+        "ON CONFLICT (paper_run_id, order_id) DO UPDATE SET status = excluded.status, "
+        "filled_qty = excluded.filled_qty, avg_fill_price = excluded.avg_fill_price, reason = excluded.reason, "
+        "updated_at = excluded.updated_at, qty = excluded.qty",
+        rows,
     )
 
 
 def fills_record(*, run: PaperTradingRun, fills: Sequence[Fill]) -> int:
     """Record fills; a fill already recorded is skipped. Returns the run's fill count."""
     with transaction.atomic():
-        if fills:
-            PaperFill.objects.bulk_create(_fill_rows(run, fills), batch_size=BATCH, ignore_conflicts=True)
+        fills_insert(run_id=run.pk, fills=fills)
         run.num_fills = PaperFill.objects.filter(paper_run=run).count()
         PaperTradingRun.objects.filter(pk=run.pk).update(num_fills=run.num_fills, updated_at=timezone.now())
     return run.num_fills
 
 
-def equity_points_record(*, run: PaperTradingRun, result: RunResult, start: int = 0) -> None:
+def equity_points_record(*, run: PaperTradingRun, result: RunResult, start: int = 0,
+                         max_points: int | None = None) -> None:
     """Insert equity points from bar `start` on; a point already stored is skipped.
 
     Raw SQL with ON CONFLICT DO NOTHING: the ORM's per-row model objects cost ~30 us a
@@ -143,6 +135,12 @@ def equity_points_record(*, run: PaperTradingRun, result: RunResult, start: int 
         return
     table = PaperEquityPoint._meta.db_table
     columns = "paper_run_id, bar_index, ts, equity, cash, position"
+    indices = range(start, n)
+    if max_points and n - start > max_points:
+        stride = -(-(n - start) // max_points)
+        indices = [*range(start, n, stride)]
+        if indices[-1] != n - 1:
+            indices.append(n - 1)
     ts = result.ts.tolist()
     off = result.bar_offset  # equity points carry the same absolute bar index as fills
     equity = result.equity.tolist()
@@ -161,7 +159,7 @@ def equity_points_record(*, run: PaperTradingRun, result: RunResult, start: int 
             rid = run.pk
             # repr() of a float round-trips exactly; one text block beats write_row per row.
             block = "".join(
-                f"{rid}\t{off + i}\t{ts[i]}\t{equity[i]!r}\t{cash[i]!r}\t{position[i]!r}\n" for i in range(start, n)
+                f"{rid}\t{off + i}\t{ts[i]}\t{equity[i]!r}\t{cash[i]!r}\t{position[i]!r}\n" for i in indices
             )
             with cursor.cursor.copy(f"COPY equity_stage ({columns}) FROM STDIN") as copy:
                 copy.write(block)
@@ -171,7 +169,7 @@ def equity_points_record(*, run: PaperTradingRun, result: RunResult, start: int 
             )
         return
     adapt = connection.ops.adapt_datetimefield_value
-    rows = [(run.pk, off + i, adapt(_dt(ts[i])), equity[i], cash[i], position[i]) for i in range(start, n)]
+    rows = [(run.pk, off + i, adapt(_dt(ts[i])), equity[i], cash[i], position[i]) for i in indices]
     sql = (
         f"INSERT INTO {table} ({columns}) "
         "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (paper_run_id, bar_index) DO NOTHING"
@@ -189,16 +187,19 @@ def run_persist(
     status_reason: str = "",
     error_type: str = "",
     error_message: str = "",
+    max_equity_points: int | None = None,
 ) -> PaperTradingRun:
     """Write a run's orders, fills and equity and close the run row, in one transaction.
+
+    `max_equity_points` thins a long replay's equity curve in the ledger (evenly, keeping the
+    last bar); the artifacts keep the full curve.
 
     Safe to call twice with the same result: nothing is duplicated.
     """
     with transaction.atomic():
         orders_upsert(run=run, orders=result.orders)
-        if result.fills:
-            PaperFill.objects.bulk_create(_fill_rows(run, result.fills), batch_size=BATCH, ignore_conflicts=True)
-        equity_points_record(run=run, result=result)
+        fills_insert(run_id=run.pk, fills=result.fills)
+        equity_points_record(run=run, result=result, max_points=max_equity_points)
         now = timezone.now()
         run.status = status
         run.status_reason = status_reason
@@ -242,8 +243,7 @@ def session_bar_persist(
         if run.is_terminal:
             raise RunClosed(run.status)
         orders_upsert(run=run, orders=orders)
-        if fills:
-            PaperFill.objects.bulk_create(_fill_rows(run, fills), ignore_conflicts=True)
+        fills_insert(run_id=run.pk, fills=fills)
         if equity_point is not None:
             bar_index, ts, equity, cash, position = equity_point
             PaperEquityPoint.objects.bulk_create(
@@ -335,8 +335,7 @@ def run_finish(
             return run
         orders_upsert(run=run, orders=result.orders if changed_orders is None else changed_orders)
         fills = result.fills if new_fills is None else new_fills
-        if fills:
-            PaperFill.objects.bulk_create(_fill_rows(run, fills), batch_size=BATCH, ignore_conflicts=True)
+        fills_insert(run_id=run.pk, fills=fills)
         frames_record(run=run, frames=frames)
         run.status = status
         run.status_reason = status_reason[:200]

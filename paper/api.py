@@ -2,9 +2,11 @@
 
 Reads go through ledger/selectors.py; stops through paper/sessions.py and risk/services.py.
 """
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
 from ninja.pagination import paginate
@@ -13,6 +15,7 @@ from config.api import ErrorOut, Page
 from config.auth import auth_user
 from ledger import selectors
 from ledger.models import PaperTradingRun, RunStatus
+from paper import runbook
 from paper.sessions import session_stop
 from risk.api import HaltIn, HaltReportOut
 from risk.services import halt_subsystems
@@ -143,6 +146,41 @@ def paper_stop_all(request: HttpRequest, payload: HaltIn | None = None):
     user = auth_user(request)
     reason = f"operator_stop: {(payload.reason if payload else None) or f'stop-all by {user.username}'}"
     return halt_subsystems(subsystems=["paper"], reason=reason, user=user, latch=False, scope="paper")
+
+
+# --- the runbook's computations (paper/runbook.py), the same as the operator commands --------------
+# Declared before /paper/{run_id} so these names are never read as run ids.
+
+def _paper_root() -> Path:
+    root = settings.OUTPUTS_DIR / "paper_sessions"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@router.get("/paper/health", response={200: dict[str, Any]})
+def paper_health(request: HttpRequest):
+    """Counts by status, the latest session and the latest visible issue (artifact root)."""
+    return runbook.health(_paper_root(), now=datetime.now(UTC))
+
+
+@router.get("/paper/alerts", response={200: dict[str, Any], 422: ErrorOut})
+def paper_alerts(request: HttpRequest, stale_minutes: float = Query(60.0, gt=0, le=525_600)):
+    """PAPER_SESSION_FAILED / _ABORTED / _STALE (and _UNREADABLE) alerts, as a JSON snapshot."""
+    return runbook.alerts(_paper_root(), now=datetime.now(UTC), stale_minutes=stale_minutes)
+
+
+@router.get("/paper/promotion", response={200: dict[str, Any], 422: ErrorOut})
+def paper_promotion(
+    request: HttpRequest,
+    min_bars: int | None = Query(None, ge=0),
+    min_trades: int | None = Query(None, ge=0),
+    min_sharpe: float | None = Query(None, ge=-100, le=100),
+    max_drawdown: float | None = Query(None, ge=0, le=1),
+):
+    """Ready candidates and blocked sessions against the promotion contract (thresholds included)."""
+    overrides = {k: v for k, v in {"min_bars": min_bars, "min_trades": min_trades, "min_sharpe": min_sharpe,
+                                   "max_drawdown": max_drawdown}.items() if v is not None}
+    return runbook.promotion(_paper_root(), contract=runbook.PromotionContract(**overrides))
 
 
 @router.get("/paper", response=list[RunOut])

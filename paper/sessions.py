@@ -26,7 +26,8 @@ from bots.services import paper_gate_check
 from config.errors import AppError, Conflict, NotFound
 from ledger import services as ledger
 from ledger.models import PaperFill, PaperFrame, PaperTradingRun, RunStatus
-from paper import halts
+from paper import artifact_contract, halts
+from paper.artifacts import RunArtifacts, ts_iso
 from paper.engine.bars import Bars, timeframe_seconds
 from paper.engine.botconfig import BotConfig
 from paper.engine.engine import HALTED, Engine
@@ -232,6 +233,8 @@ class _SessionLoop:
         self.persisted_fills = 0
         self.order_state: dict[str, tuple] = {}
         self.engine: Engine | None = None
+        self.artifacts = RunArtifacts(settings.OUTPUTS_DIR / "paper_sessions", run.id)
+        self.live_bars: Bars | None = None
 
     # frames ---------------------------------------------------------------------------------
     def emit(self, stage: str, message: str, extras: dict) -> None:
@@ -262,8 +265,10 @@ class _SessionLoop:
             config = BotConfig.validate(**snapshot)
             engine = self.engine = config.build_engine(starting_cash=run.starting_cash, seed=run.seed, symbol=run.symbol)
             warm, live = session_bars(run)
+            self.live_bars = live
             engine.warmup(warm)
             done = run.bars_processed
+            self._artifacts_start(config, live)
             if done:
                 engine.extend(live.slice(0, done))  # silent replay up to the ledger's checkpoint
                 if not self._ledger_matches(engine):
@@ -300,6 +305,7 @@ class _SessionLoop:
                 if now >= next_poll:
                     stop_reason = ledger.run_heartbeat(run_id=self.run_id)
                     connection.close()
+                    self._artifacts_call(self.artifacts.heartbeat, bars_processed=engine.bars_processed)
                     next_poll = now + poll
                     if stop_reason:
                         break
@@ -376,7 +382,96 @@ class _SessionLoop:
             final = _fail_without_engine(self.run_id, status, reason, self.pending, error_type, error_message)
         connection.close()
         self.flush_frames()
+        # Artifacts last: the DB (what a stop waits for) and the frames come first.
+        self._artifacts_finish(final, error_type, error_message)
         return final.status
+
+    # artifacts (the runbook's view of live sessions) -------------------------------------------
+    def _artifacts_call(self, fn, **kwargs) -> None:
+        try:
+            fn(**kwargs)
+        except Exception:  # artifacts never stop a session
+            log.exception("session %s: could not write artifacts", self.run_id)
+
+    def _artifacts_start(self, config: BotConfig, live: Bars) -> None:
+        run = self.row
+        if self.artifacts.path(artifact_contract.STATUS).exists():
+            return  # a resumed session keeps its folder
+        metadata = {
+            "mode": "live", "request_id": run.request_id, "bot_id": run.bot_id,
+            "bot_name": run.bot.name, "strategy": config.strategy, "ticker": run.symbol, "timeframe": run.timeframe,
+            "data_source": run.data_source, "data_label": live.label,
+            "start": ts_iso(live.ts[0])[:10] if len(live) else None,
+            "end": ts_iso(live.ts[-1])[:10] if len(live) else None,
+            "starting_cash": run.starting_cash, "seed": run.seed, "config_hash": run.config_hash,
+        }
+        self._artifacts_call(self.artifacts.start, metadata=metadata, config=run.config_snapshot,
+                             bars_total=len(live), started_at=run.started_at.isoformat())
+
+    def _artifacts_finish(self, final: PaperTradingRun, error_type: str, error_message: str) -> None:
+        if not self.artifacts._status:
+            self._artifacts_call(self.artifacts.start, metadata={"mode": "live", "request_id": final.request_id},
+                                 config=final.config_snapshot, bars_total=0,
+                                 started_at=final.started_at.isoformat() if final.started_at else None)
+        self._artifacts_call(self.artifacts.mark_terminal, status=final.status, status_reason=final.status_reason,
+                             bars_processed=final.bars_processed, error_type=final.error_type,
+                             error_message=final.error_message)
+        delay_ms = settings.PAPER_ARTIFACTS_DELAY_MS
+        if delay_ms > 0:
+            # Reports and charts later, off the stop path: when the kill switch ends 50 sessions
+            # at once, 50 chart renders would otherwise slow the sessions still ending.
+            from paper.actors import write_session_artifacts
+
+            write_session_artifacts.send_with_options(args=(self.run_id,), delay=delay_ms)
+        else:
+            self._artifacts_call(session_artifacts_write, run_id=self.run_id)
+
+
+def session_artifacts_write(*, run_id: str) -> None:
+    """Write a live session's reports, trades and charts from the ledger (idempotent)."""
+    from paper.replay import paper_index_refresh
+
+    run = PaperTradingRun.objects.select_related("bot").get(pk=run_id)
+    artifacts = RunArtifacts(settings.OUTPUTS_DIR / "paper_sessions", run.id)
+    artifacts.load_status()
+    result = _LedgerResult.load(run)
+    n = len(result.equity)
+    label = f"{run.symbol} {run.timeframe}" + (" (synthetic)" if run.data_source == "synthetic" else "")
+    data = {"ticker": run.symbol, "timeframe": run.timeframe, "source": run.data_source, "label": label, "bars": n,
+            "start": ts_iso(result.ts[0])[:10] if n else None, "end": ts_iso(result.ts[-1])[:10] if n else None}
+    extra = {"total_pnl": run.total_pnl, "ending_equity": run.ending_equity, "starting_cash": run.starting_cash,
+             "halt": run.halt, "num_fills": run.num_fills}
+    artifacts.finish(status=run.status, status_reason=run.status_reason, result=result, request_id=run.request_id,
+                     contract_type=artifact_contract.PAPER_CONTRACT_TYPE, data=data, extra_metrics=extra,
+                     error_type=run.error_type, error_message=run.error_message, title=f"{run.bot.name} {label}")
+    paper_index_refresh(artifacts.root)
+
+
+@dataclass
+class _LedgerResult:
+    """What the artifact writer needs of a result, read back from the ledger."""
+
+    metrics: dict
+    fills: list
+    ts: np.ndarray
+    equity: np.ndarray
+    starting_cash: float
+
+    @classmethod
+    def load(cls, run: PaperTradingRun) -> _LedgerResult:
+        from paper.engine.orders import Fill, Liquidity, Side
+
+        fills = [
+            Fill(fill_id=f.fill_id, client_order_id=f.order_id, symbol=f.symbol, side=Side(f.side), qty=f.qty,
+                 price=f.price, fee=f.fee, ts=int(f.filled_at.timestamp()), bar_index=f.bar_index,
+                 liquidity=Liquidity(f.liquidity))
+            for f in PaperFill.objects.filter(paper_run=run).order_by("fill_id")
+        ]
+        points = list(run.equity_points.order_by("bar_index").values_list("ts", "equity"))
+        ts = np.array([int(t.timestamp()) for t, _ in points], dtype=np.int64)
+        equity = np.array([e for _, e in points], dtype=np.float64)
+        return cls(metrics=dict(run.metrics or {}), fills=fills, ts=ts, equity=equity,
+                   starting_cash=run.starting_cash)
 
 
 def _fail_without_engine(run_id, status, reason, frames, error_type, error_message) -> PaperTradingRun:

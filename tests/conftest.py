@@ -36,3 +36,24 @@ def demo_bot(db):
         timeframe="1d",
         risk={"max_drawdown_pct": 80},
     )
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """Close psycopg's pool before the test database is dropped (its idle connections would
+    keep PostgreSQL from dropping it)."""
+    yield
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        for conn in connections.all():
+            close_pool = getattr(conn, "close_pool", None)
+            if close_pool is not None:
+                close_pool()
+
+
+@pytest.fixture(autouse=True)
+def _outputs_in_tmp(settings, tmp_path):
+    """Artifacts of every test go to its own temporary folder, never into the repository."""
+    settings.OUTPUTS_DIR = tmp_path / "outputs"
+    settings.PAPER_ARTIFACTS_DELAY_MS = 0  # inline; tests/test_actors.py covers the delayed actor

@@ -9,7 +9,7 @@ from dramatiq.brokers.stub import StubBroker
 
 from bots.services import backtest_run, bot_create
 from ledger.models import PaperTradingRun
-from paper.actors import run_paper_session
+from paper.actors import run_paper_session, write_session_artifacts
 from paper.sessions import SessionRequest, session_start
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -19,11 +19,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def stub_broker():
     broker = StubBroker()
     broker.emit_after("process_boot")
-    previous = run_paper_session.broker
-    run_paper_session.broker = broker
-    broker.declare_actor(run_paper_session)
+    actors = (run_paper_session, write_session_artifacts)
+    previous = [a.broker for a in actors]
+    for actor in actors:
+        actor.broker = broker
+        broker.declare_actor(actor)
     yield broker
-    run_paper_session.broker = previous
+    for actor, old in zip(actors, previous, strict=True):
+        actor.broker = old
     broker.flush_all()
 
 
@@ -88,3 +91,27 @@ def test_a_redelivered_message_for_a_finished_session_does_nothing(stub_broker, 
     after = PaperTradingRun.objects.get(pk=run.pk)
     assert (after.status, after.num_fills, after.ended_at) == (before.status, before.num_fills, before.ended_at)
     assert after.frames.filter(stage="session.started").count() == 1
+
+
+def test_the_delayed_artifacts_actor_writes_the_folder_from_the_ledger(stub_broker, worker, ready_bot, settings,
+                                                                       django_capture_on_commit_callbacks):
+    import json
+
+    from paper import artifact_contract as c
+
+    settings.PAPER_ARTIFACTS_DELAY_MS = 50
+    with django_capture_on_commit_callbacks(execute=True):
+        run = session_start(bot=ready_bot, request=SessionRequest(
+            starting_cash=100_000, duration_minutes=20, pace=60_000, seed=4))
+    stub_broker.join("paper", timeout=30_000)
+    folder = settings.OUTPUTS_DIR / "paper_sessions" / run.id
+    for _ in range(200):  # the delayed message lands on the delay queue first
+        if (folder / c.REPORT).exists():
+            break
+        import time
+
+        time.sleep(0.05)
+        stub_broker.join("paper", timeout=30_000)
+    worker.join()
+    assert all((folder / name).exists() for name in c.CANONICAL_FILES)
+    assert json.loads((folder / c.STATUS).read_text())["status"] == "success"

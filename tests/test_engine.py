@@ -178,3 +178,20 @@ def test_warmup_after_the_first_bar_is_refused(eth_bars):
     engine.extend(eth_bars.slice(0, 5))
     with pytest.raises(RuntimeError):
         engine.warmup(eth_bars.slice(5, 10))
+
+
+@pytest.mark.parametrize("strategy", BUILTINS)
+def test_preload_then_advance_in_steps_gives_the_same_fills(strategy, eth_bars):
+    config = config_for(strategy)
+    expected = config.build_engine(starting_cash=10_000, seed=2).run(eth_bars)
+    engine = config.build_engine(starting_cash=10_000, seed=2)
+    engine.preload(eth_bars)
+    while engine.advance(333):
+        pass
+    got = engine.result()
+    assert got.fills_bytes() == expected.fills_bytes()
+    assert got.equity.tobytes() == expected.equity.tobytes()
+    with pytest.raises(RuntimeError):
+        fresh = config.build_engine(starting_cash=10_000, seed=2)
+        fresh.preload(eth_bars.slice(0, 10))
+        fresh.extend(eth_bars.slice(10, 20))

@@ -176,3 +176,46 @@ def test_a_stale_session_is_swept_as_aborted(ready_bot):
     assert sessions_sweep_stale(stale_seconds=120) == [run.id]
     run.refresh_from_db()
     assert run.status == "aborted" and run.status_reason.startswith("worker_lost")
+
+
+def test_a_live_session_writes_the_runbook_folder(ready_bot, settings):
+    import csv
+    import json
+
+    from paper import artifact_contract as c
+    from paper import runbook
+
+    run = start(ready_bot, request_id="req-live-1") if "request_id" in SessionRequest.__dataclass_fields__ else start(ready_bot)
+    session_execute(run.id)
+    root = settings.OUTPUTS_DIR / "paper_sessions"
+    folder = root / run.id
+    assert all((folder / name).exists() for name in c.CANONICAL_FILES)
+    status = json.loads((folder / c.STATUS).read_text())
+    assert (status["status"], status["terminal"], status["status_reason"]) == ("success", True, "completed")
+    report = json.loads((folder / c.REPORT).read_text())
+    assert report["machine_contract"]["contract_type"] == "quantlab.paper.result"
+    with open(folder / c.TRADES) as fh:
+        rows = list(csv.DictReader(fh))
+    db = list(PaperFill.objects.filter(paper_run=run).order_by("fill_id").values_list("fill_id", "price"))
+    assert [(r["fill_id"], float(r["price"])) for r in rows] == db and db
+    record = runbook.session_show(folder)
+    assert record.status == "success" and not record.missing and record.issue is None
+    assert (root / c.INDEX_JSON).exists()
+
+
+def test_a_stopped_session_marks_its_folder_aborted(ready_bot, settings):
+    import json
+
+    from paper import artifact_contract as c
+
+    run = start(ready_bot, pace=1.0)
+    worker = threading.Thread(target=session_execute, args=(run.id,))
+    worker.start()
+    for _ in range(500):
+        if (settings.OUTPUTS_DIR / "paper_sessions" / run.id / c.STATUS).exists():
+            break
+        time.sleep(0.01)
+    sessions_stop(run_ids=[run.id], reason="operator_stop: test")
+    worker.join(5)
+    status = json.loads((settings.OUTPUTS_DIR / "paper_sessions" / run.id / c.STATUS).read_text())
+    assert (status["status"], status["status_reason"]) == ("aborted", "operator_stop: test")

@@ -159,18 +159,40 @@ class Engine:
         self._compute_indicators()
         return first_new
 
-    def extend(self, bars: Bars) -> int:
-        """Append newly arrived bars and process them. Returns how many bars were processed."""
-        if len(bars) == 0 or self.status != RUNNING:
+    def preload(self, bars: Bars) -> None:
+        """Append bars known in advance (a replay) without processing them; `advance` then
+        processes them in steps. Indicators are computed once for all of them."""
+        self._append(bars)
+
+    def advance(self, count: int) -> int:
+        """Process up to `count` loaded, unprocessed bars. Returns how many were processed."""
+        if self.status != RUNNING:
             return 0
-        first_new = self._append(bars)
-        cols = self._cols
+        lo = self.warmup_bars + self.bars_processed
+        hi = min(len(self._cols["ts"]), lo + count)
+        if hi <= lo:
+            return 0
+        self._start()
+        before = self.bars_processed
+        self._advance(lo, hi)
+        return self.bars_processed - before
+
+    def _start(self) -> None:
         if not self._started:
             self._started = True
             self.ctx.i = -1
             self.strategy.on_start(self.ctx)
+
+    def extend(self, bars: Bars) -> int:
+        """Append newly arrived bars and process them. Returns how many bars were processed."""
+        if len(bars) == 0 or self.status != RUNNING:
+            return 0
+        if len(self._cols["ts"]) != self.warmup_bars + self.bars_processed:
+            raise RuntimeError("extend() after preload(): process the loaded bars with advance() first")
+        first_new = self._append(bars)
+        self._start()
         before = self.bars_processed
-        self._advance(first_new, len(cols["ts"]))
+        self._advance(first_new, len(self._cols["ts"]))
         return self.bars_processed - before
 
     def _compute_indicators(self) -> None:

@@ -1,0 +1,251 @@
+"""Writing a run's artifact folder (paper sessions and research runs) per the contract.
+
+Every file is written atomically (temp file + rename), so a reader never sees half a file.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import socket
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from paper import artifact_contract as c
+
+MAX_PLOT_POINTS = 4000
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def ts_iso(ts: int) -> str:
+    return datetime.fromtimestamp(int(ts), UTC).isoformat()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    _atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True, default=str, allow_nan=False) + "\n").encode())
+
+
+def trades_csv_bytes(fills) -> bytes:
+    """One row per fill, the same values paper_fills holds (floats as repr, so exact)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(c.TRADES_COLUMNS)
+    for f in fills:
+        writer.writerow([f.fill_id, f.client_order_id, f.symbol, str(f.side), repr(f.qty), repr(f.price),
+                         repr(f.fee), str(f.liquidity), ts_iso(f.ts), f.bar_index])
+    return out.getvalue().encode()
+
+
+def _plot(ts: np.ndarray, values: np.ndarray, *, title: str, ylabel: str, fill_below: bool = False) -> bytes:
+    # The object API (no pyplot): safe to call from worker threads.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    step = max(1, len(values) // MAX_PLOT_POINTS)
+    x = ts[::step].astype("datetime64[s]")
+    y = values[::step]
+    fig = Figure(figsize=(9, 3.2), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if len(y):
+        ax.plot(x, y, linewidth=1.0, color="#2563eb" if not fill_below else "#dc2626")
+        if fill_below:
+            ax.fill_between(x, y, 0, color="#dc2626", alpha=0.2)
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def drawdown_curve(equity: np.ndarray, starting_cash: float) -> np.ndarray:
+    if len(equity) == 0:
+        return equity
+    peak = np.maximum.accumulate(np.concatenate([[starting_cash], equity]))[1:]
+    return (equity / peak - 1.0) * 100
+
+
+class RunArtifacts:
+    """The folder of one run: `<root>/<run_id>/`."""
+
+    def __init__(self, root: Path, run_id: str):
+        self.root = Path(root)
+        self.run_id = run_id
+        self.dir = self.root / run_id
+        self._status: dict = {}
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def relative_paths(self) -> dict[str, str]:
+        return {name: name for name in c.CANONICAL_FILES}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, *, metadata: dict, config: dict, bars_total: int, started_at: str | None = None) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / c.ARTIFACTS_DIR).mkdir(exist_ok=True)
+        write_json(self.path(c.METADATA), {
+            "schema_version": c.SCHEMA_VERSION, "session_id": self.run_id, "command": "run",
+            "created_at": now_iso(), "host": socket.gethostname(), "pid": os.getpid(), **metadata,
+        })
+        write_json(self.path(c.CONFIG), config)
+        started = started_at or now_iso()
+        self._status = {
+            "schema_version": c.SCHEMA_VERSION, "session_id": self.run_id, "status": c.RUNNING, "terminal": False,
+            "status_reason": "", "started_at": started, "finished_at": None, "duration_seconds": None,
+            "updated_at": started, "bars_processed": 0, "bars_total": bars_total, "error_type": None,
+            "error_message": None,
+        }
+        write_json(self.path(c.STATUS), self._status)
+
+    def heartbeat(self, *, bars_processed: int) -> None:
+        if not self._status:
+            return
+        self._status.update(updated_at=now_iso(), bars_processed=bars_processed)
+        write_json(self.path(c.STATUS), self._status)
+
+    def mark_terminal(self, *, status: str, status_reason: str, bars_processed: int,
+                      error_type: str = "", error_message: str = "") -> None:
+        """Only the status file, at once (cheap); the full finish may follow later."""
+        finished = now_iso()
+        started = self._status.get("started_at") or finished
+        duration = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+        self._status.update(status=status, terminal=True, status_reason=status_reason, finished_at=finished,
+                            duration_seconds=round(duration, 3), updated_at=finished, bars_processed=bars_processed,
+                            error_type=error_type or None, error_message=error_message or None)
+        write_json(self.path(c.STATUS), self._status)
+
+    def load_status(self) -> None:
+        """Pick up an existing status file (a later process finishing this folder)."""
+        try:
+            self._status = json.loads(self.path(c.STATUS).read_text())
+        except (OSError, ValueError):
+            self._status = {}
+
+    def finish(
+        self,
+        *,
+        status: str,
+        status_reason: str,
+        result,
+        request_id: str,
+        contract_type: str,
+        data: dict,
+        extra_metrics: dict,
+        error_type: str = "",
+        error_message: str = "",
+        title: str = "",
+    ) -> None:
+        """Write metrics, trades, charts, reports and the terminal status (last)."""
+        metrics = dict(result.metrics) if result is not None else {}
+        metrics.update(extra_metrics)
+        write_json(self.path(c.METRICS), metrics)
+        fills = result.fills if result is not None else []
+        _atomic_write(self.path(c.TRADES), trades_csv_bytes(fills))
+        equity = result.equity if result is not None else np.zeros(0)
+        ts = result.ts if result is not None else np.zeros(0, dtype=np.int64)
+        starting_cash = result.starting_cash if result is not None else extra_metrics.get("starting_cash", 0.0)
+        _atomic_write(self.path(c.EQUITY_PNG), _plot(ts, equity, title=f"{title} equity", ylabel="equity"))
+        _atomic_write(self.path(c.DRAWDOWN_PNG), _plot(ts, drawdown_curve(equity, starting_cash),
+                                                         title=f"{title} drawdown", ylabel="drawdown %", fill_below=True))
+        finished = self._status.get("finished_at") if self._status.get("terminal") else None
+        finished = finished or now_iso()
+        started = self._status.get("started_at") or finished
+        duration = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+        report = {
+            "machine_contract": {"contract_type": contract_type, "schema_version": c.SCHEMA_VERSION,
+                                 "request_id": request_id},
+            "session_id": self.run_id,
+            "status": status,
+            "status_reason": status_reason,
+            "terminal": True,
+            "metrics": metrics,
+            "data": data,
+            "artifacts": self.relative_paths(),
+            "error": {"type": error_type, "message": error_message} if error_type else None,
+        }
+        write_json(self.path(c.REPORT), report)
+        _atomic_write(self.path(c.RUN_REPORT), run_report_md(self.run_id, report, duration).encode())
+        self._status.update(
+            status=status, terminal=True, status_reason=status_reason, finished_at=finished,
+            duration_seconds=round(duration, 3), updated_at=finished,
+            bars_processed=len(equity), error_type=error_type or None, error_message=error_message or None,
+        )
+        write_json(self.path(c.STATUS), self._status)
+
+
+def _fmt(value, kind: str = "num") -> str:
+    if value is None:
+        return "n/a"
+    if kind == "pct":
+        return f"{value * 100:.2f}%"
+    if kind == "money":
+        return f"{value:,.2f}"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def run_report_md(run_id: str, report: dict, duration: float) -> str:
+    m = report["metrics"]
+    d = report["data"]
+    synthetic = " (synthetic data)" if d.get("source") == "synthetic" else ""
+    lines = [
+        f"# Run report {run_id}",
+        "",
+        f"- status: **{report['status']}** ({report['status_reason'] or 'n/a'})",
+        f"- contract: `{report['machine_contract']['contract_type']}` schema {report['machine_contract']['schema_version']}, "
+        f"request id `{report['machine_contract']['request_id'] or '-'}`",
+        f"- data: {d.get('label', '')}{synthetic}, {d.get('start')} .. {d.get('end')}, {d.get('bars')} bars",
+        f"- duration: {duration:.2f} s",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| total return | {_fmt(m.get('total_return'), 'pct')} |",
+        f"| CAGR | {_fmt(m.get('cagr'), 'pct')} |",
+        f"| sharpe | {_fmt(m.get('sharpe'))} |",
+        f"| sortino | {_fmt(m.get('sortino'))} |",
+        f"| max drawdown | {_fmt(m.get('max_drawdown'), 'pct')} |",
+        f"| trades | {_fmt(m.get('num_trades'))} |",
+        f"| win rate | {_fmt(m.get('win_rate'), 'pct')} |",
+        f"| profit factor | {_fmt(m.get('profit_factor'))} |",
+        f"| exposure | {_fmt(m.get('exposure'), 'pct')} |",
+        f"| fills | {_fmt(m.get('num_fills'))} |",
+        f"| fees | {_fmt(m.get('total_fees'), 'money')} |",
+        f"| total P&L | {_fmt(m.get('total_pnl'), 'money')} |",
+        f"| final equity | {_fmt(m.get('final_equity'), 'money')} |",
+        "",
+        "## Equity",
+        "",
+        f"![equity]({c.EQUITY_PNG})",
+        "",
+        "## Drawdown",
+        "",
+        f"![drawdown]({c.DRAWDOWN_PNG})",
+        "",
+        f"Trades: [`{c.TRADES}`]({c.TRADES}). Machine-readable result: [`{c.REPORT}`]({c.REPORT}).",
+        "",
+    ]
+    if m.get("halt"):
+        lines.insert(3, f"- risk halt: {m['halt'].get('message')}")
+    return "\n".join(lines)

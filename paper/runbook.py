@@ -1,0 +1,714 @@
+"""The operator runbook over a paper-session artifact root: list, show, health, alerts, index, promotion.
+
+Reads only `<root>/<session_id>/` folders (no Django, no database), so it works on a copied root.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from paper import artifact_contract as c
+
+# Files a session writes when it starts; the rest only appear once it reaches a terminal status.
+START_FILES = (c.METADATA, c.STATUS, c.CONFIG)
+INDEX_COLUMNS = (
+    "session_id", "status", "terminal", "status_reason", "started_at", "finished_at",
+    "duration_seconds", "request_id", "mode", "ticker", "strategy", "bot_name", "total_return",
+    "sharpe", "max_drawdown", "num_trades", "num_fills", "total_pnl", "issue",
+)
+INDEX_METRICS = ("total_return", "sharpe", "max_drawdown", "num_trades", "num_fills", "total_pnl")
+UNKNOWN = "unknown"
+COUNTED_STATUSES = (*c.STATUSES, UNKNOWN)
+DEFAULT_STALE_MINUTES = 60.0
+
+
+class RunbookError(ValueError):
+    """An operator asked for something the artifact root cannot answer (bad root, unknown id)."""
+
+
+@dataclass
+class SessionRecord:
+    session_id: str
+    path: Path
+    status: str = UNKNOWN
+    terminal: bool = False
+    status_reason: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime | None = None
+    duration_seconds: float | None = None
+    request_id: str | None = None
+    mode: str | None = None
+    ticker: str | None = None
+    strategy: str | None = None
+    bot_name: str | None = None
+    metrics: dict = field(default_factory=dict)
+    error_type: str | None = None
+    error_message: str | None = None
+    artifacts: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    # Everything wrong with the folder itself (unreadable or inconsistent files), worst first.
+    problems: list[str] = field(default_factory=list)
+    issue: str | None = None
+
+    @property
+    def unreadable(self) -> bool:
+        return self.status == UNKNOWN
+
+    @property
+    def risk_halted(self) -> bool:
+        return (self.status_reason or "").startswith(c.REASON_RISK_HALT) or bool(self.metrics.get("halt"))
+
+    def to_dict(self) -> dict:
+        """JSON-ready: times as ISO-8601 UTC, the path as a string."""
+        d = asdict(self)
+        d["path"] = str(self.path)
+        for key in ("created_at", "started_at", "finished_at", "updated_at"):
+            d[key] = _iso(d[key])
+        return d
+
+
+# -- reading one folder ------------------------------------------------------------------------
+
+def _read_json(path: Path, name: str) -> tuple[dict | None, str | None]:
+    """(object, None) or (None, problem): a bad file is reported, never raised."""
+    if not path.is_file():
+        return None, f"{name}: missing"
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        return None, f"{name}: not valid JSON (line {exc.lineno})"
+    except UnicodeDecodeError:
+        return None, f"{name}: not UTF-8 text"
+    except OSError as exc:
+        return None, f"{name}: unreadable ({exc.strerror or exc})"
+    if not isinstance(obj, dict):
+        return None, f"{name}: not a JSON object"
+    return obj, None
+
+
+def _text(value) -> str | None:
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
+def _time(doc: dict, key: str, name: str, problems: list[str]) -> datetime | None:
+    raw = doc.get(key)
+    if raw in (None, ""):
+        return None
+    try:
+        t = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        t = None
+    if t is None:
+        problems.append(f"{name}: {key} {raw!r} is not an ISO-8601 time")
+        return None
+    # The contract writes UTC; a naive time from a hand-edited file is read as UTC too.
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t is not None else None
+
+
+def _outcome(record: SessionRecord) -> str | None:
+    if record.status == c.FAILED:
+        detail = ": ".join(x for x in (record.error_type, record.error_message) if x)
+        return f"failed: {detail or record.status_reason or 'no error recorded'}"
+    if record.status == c.ABORTED:
+        return f"aborted: {record.status_reason or 'no reason recorded'}"
+    return None
+
+
+def session_read(session_dir: Path) -> SessionRecord:
+    """One session folder as a record; whatever is wrong with it lands in problems/issue."""
+    session_dir = Path(session_dir)
+    record = SessionRecord(session_id=session_dir.name, path=session_dir)
+    status_problems: list[str] = []
+    problems: list[str] = []
+
+    status_doc, problem = _read_json(session_dir / c.STATUS, c.STATUS)
+    if problem:
+        status_problems.append(problem)
+    else:
+        raw = status_doc.get("status")
+        if raw in c.STATUSES:
+            record.status = raw
+        elif raw in (None, ""):
+            status_problems.append(f"{c.STATUS}: no status")
+        else:
+            status_problems.append(f"status {raw!r} is not one of {'/'.join(c.STATUSES)}")
+        record.terminal = record.status in c.TERMINAL
+        if "terminal" in status_doc and record.status != UNKNOWN and status_doc["terminal"] is not record.terminal:
+            problems.append(f"{c.STATUS}: terminal {status_doc['terminal']!r} disagrees with status {record.status!r}")
+        record.status_reason = _text(status_doc.get("status_reason"))
+        record.error_type = _text(status_doc.get("error_type"))
+        record.error_message = _text(status_doc.get("error_message"))
+        record.started_at = _time(status_doc, "started_at", c.STATUS, problems)
+        record.finished_at = _time(status_doc, "finished_at", c.STATUS, problems)
+        record.updated_at = _time(status_doc, "updated_at", c.STATUS, problems)
+        if record.started_at and record.finished_at:
+            seconds = (record.finished_at - record.started_at).total_seconds()
+            if seconds < 0:
+                problems.append(f"{c.STATUS}: finished_at is before started_at")
+            else:
+                record.duration_seconds = seconds
+        sid = status_doc.get("session_id")
+        if sid not in (None, "") and sid != record.session_id:
+            problems.append(f"{c.STATUS}: session_id {sid!r} does not match folder {record.session_id!r}")
+
+    metadata, problem = _read_json(session_dir / c.METADATA, c.METADATA)
+    if problem:
+        problems.append(problem)
+    else:
+        record.created_at = _time(metadata, "created_at", c.METADATA, problems)
+        record.request_id = _text(metadata.get("request_id"))
+        record.mode = _text(metadata.get("mode"))
+        record.ticker = _text(metadata.get("ticker"))
+        record.strategy = _text(metadata.get("strategy"))
+        record.bot_name = _text(metadata.get("bot_name"))
+        sid = metadata.get("session_id")
+        if sid != record.session_id:
+            problems.append(f"{c.METADATA}: session_id {sid!r} does not match folder {record.session_id!r}")
+
+    for name in c.CANONICAL_FILES:
+        if (session_dir / name).is_file():
+            record.artifacts[name] = name
+        else:
+            record.missing.append(name)
+
+    # Missing files only count as a problem once the session should have written them; the
+    # status file's own absence is already the headline.
+    expected = c.CANONICAL_FILES if record.status == c.SUCCESS else START_FILES
+    problems.extend(f"{name}: missing" for name in record.missing
+                    if name in expected and name not in (c.STATUS, c.METADATA))
+
+    if c.METRICS not in record.missing:
+        metrics, problem = _read_json(session_dir / c.METRICS, c.METRICS)
+        if problem:
+            problems.append(problem)
+        else:
+            record.metrics = metrics
+    if c.REPORT not in record.missing:
+        report, problem = _read_json(session_dir / c.REPORT, c.REPORT)
+        if problem:
+            problems.append(problem)
+        else:
+            contract = (report.get("machine_contract") or {}) if isinstance(report.get("machine_contract"), dict) else {}
+            if contract.get("contract_type") != c.PAPER_CONTRACT_TYPE:
+                problems.append(f"{c.REPORT}: contract_type {contract.get('contract_type')!r} is not {c.PAPER_CONTRACT_TYPE}")
+            if record.request_id is None:
+                record.request_id = _text(contract.get("request_id"))
+    if c.CONFIG not in record.missing:
+        _, problem = _read_json(session_dir / c.CONFIG, c.CONFIG)
+        if problem:
+            problems.append(problem)
+
+    record.problems = status_problems + problems
+    # The headline an operator sees: cannot-read first, then how the session ended, then the rest.
+    headline = [*status_problems, _outcome(record), *problems]
+    record.issue = next((x for x in headline if x), None)
+    return record
+
+
+# -- the root ----------------------------------------------------------------------------------
+
+_NO_TIME = datetime.min.replace(tzinfo=UTC)
+
+
+def _order_key(record: SessionRecord) -> tuple:
+    # Sessions with no readable time at all sort first, so they never pose as the latest.
+    t = record.started_at or record.created_at
+    return (t is not None, t or _NO_TIME, record.session_id)
+
+
+def _root_dir(root: Path) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise RunbookError(f"paper session root not found (or not a folder): {root}")
+    return root
+
+
+def _session_dirs(root: Path) -> list[Path]:
+    # Files in the root (the index, temp files) are not sessions; neither are hidden folders.
+    return [p for p in _root_dir(root).iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+
+def sessions_scan(root: Path) -> list[SessionRecord]:
+    """Every session folder under root, oldest first by (started_at or created_at, session_id)."""
+    return sorted((session_read(p) for p in _session_dirs(root)), key=_order_key)
+
+
+def session_show(root_or_dir: Path, session: str | None = None) -> SessionRecord:
+    """One session: by its folder, or by root plus its exact id or a unique id prefix."""
+    base = Path(root_or_dir)
+    if session is None:
+        if not base.is_dir():
+            raise RunbookError(f"paper session folder not found: {base}")
+        if not any((base / name).exists() for name in START_FILES) and any(p.is_dir() for p in base.iterdir()):
+            raise RunbookError(f"{base} looks like a paper session root, not a session; pass a session id")
+        return session_read(base)
+    if not session or "/" in session or "\\" in session or session in (".", ".."):
+        raise RunbookError(f"not a paper session id: {session!r}")
+    dirs = {p.name: p for p in _session_dirs(base)}
+    if session in dirs:
+        return session_read(dirs[session])
+    matches = sorted(name for name in dirs if name.startswith(session))
+    if not matches:
+        raise RunbookError(f"no paper session {session!r} in {base}")
+    if len(matches) > 1:
+        raise RunbookError(f"session id prefix {session!r} is ambiguous in {base}: {', '.join(matches)}")
+    return session_read(dirs[matches[0]])
+
+
+def _utc(now: datetime) -> datetime:
+    return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+
+
+def _summary(record: SessionRecord) -> dict:
+    return {
+        "session_id": record.session_id,
+        "status": record.status,
+        "terminal": record.terminal,
+        "status_reason": record.status_reason,
+        "started_at": _iso(record.started_at),
+        "finished_at": _iso(record.finished_at),
+        "duration_seconds": record.duration_seconds,
+        "issue": record.issue,
+    }
+
+
+def health(root: Path, *, now: datetime) -> dict:
+    """The quick pulse: counts per status, the latest session and the latest visible issue."""
+    records = sessions_scan(root)
+    counts = dict.fromkeys(COUNTED_STATUSES, 0)
+    for record in records:
+        counts[record.status] += 1
+    with_issue = [r for r in records if r.issue]
+    return {
+        "root": str(root),
+        "generated_at": _utc(now).isoformat(),
+        "total": len(records),
+        "counts": counts,
+        "latest": _summary(records[-1]) if records else None,
+        "latest_issue": (
+            {"session_id": with_issue[-1].session_id, "issue": with_issue[-1].issue, "status": with_issue[-1].status}
+            if with_issue else None
+        ),
+    }
+
+
+# -- alerts ------------------------------------------------------------------------------------
+
+def _alert_for(record: SessionRecord, *, now: datetime, stale_minutes: float) -> tuple[str, str] | None:
+    if record.unreadable:
+        return c.ALERT_UNREADABLE, f"session folder unreadable: {record.issue}"
+    if record.status == c.FAILED:
+        return c.ALERT_FAILED, record.issue or "failed"
+    if record.status == c.ABORTED:
+        reason = record.status_reason or "no reason recorded"
+        if reason.startswith(c.REASON_RISK_HALT):
+            return c.ALERT_ABORTED, f"risk halt: aborted by the risk gate ({reason})"
+        return c.ALERT_ABORTED, f"aborted: {reason}"
+    if record.status == c.RUNNING:
+        seen = record.updated_at or record.started_at
+        if seen is None:
+            return c.ALERT_STALE, "running with no updated_at or started_at recorded"
+        age = (now - seen).total_seconds()
+        if age > stale_minutes * 60:
+            what = "updated_at" if record.updated_at else "started_at"
+            return c.ALERT_STALE, (f"running, last {what} {seen.isoformat()} is {_span(age)} old "
+                                   f"(stale after {stale_minutes:g} min)")
+    return None
+
+
+def alerts(root: Path, *, now: datetime, stale_minutes: float = DEFAULT_STALE_MINUTES) -> dict:
+    """A deterministic alert snapshot: the same root and `now` give byte-identical JSON."""
+    if not (isinstance(stale_minutes, int | float) and math.isfinite(stale_minutes) and stale_minutes >= 0):
+        raise RunbookError(f"stale minutes must be a number >= 0, got {stale_minutes!r}")
+    now = _utc(now)
+    found = []
+    for record in sessions_scan(root):
+        hit = _alert_for(record, now=now, stale_minutes=stale_minutes)
+        if hit:
+            found.append((_order_key(record), hit[0], {
+                "code": hit[0],
+                "session_id": record.session_id,
+                "status": record.status,
+                "status_reason": record.status_reason,
+                "started_at": _iso(record.started_at),
+                "updated_at": _iso(record.updated_at),
+                "message": hit[1],
+            }))
+    found.sort(key=lambda item: (item[0], item[1]))
+    rows = [item[2] for item in found]
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["code"]] = counts.get(row["code"], 0) + 1
+    return {
+        "generated_at": now.isoformat(),
+        "root": str(root),
+        "stale_minutes": float(stale_minutes),  # 60 and 60.0 must dump the same bytes
+        "alerts": rows,
+        "counts": dict(sorted(counts.items())),
+    }
+
+
+# -- index -------------------------------------------------------------------------------------
+
+def index_row(record: SessionRecord) -> dict:
+    row = {
+        "session_id": record.session_id,
+        "status": record.status,
+        "terminal": record.terminal,
+        "status_reason": record.status_reason,
+        "started_at": _iso(record.started_at),
+        "finished_at": _iso(record.finished_at),
+        "duration_seconds": record.duration_seconds,
+        "request_id": record.request_id,
+        "mode": record.mode,
+        "ticker": record.ticker,
+        "strategy": record.strategy,
+        "bot_name": record.bot_name,
+    }
+    row.update({key: record.metrics.get(key) for key in INDEX_METRICS})
+    row["issue"] = record.issue
+    return row
+
+
+def csv_cell(value) -> str:
+    """How an index value is spelled in the CSV (None is empty, booleans lower-case like JSON)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    # Same folder as the target, so os.replace is a rename and a reader never sees half a file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def index_write(root: Path) -> tuple[Path, Path]:
+    """Refresh paper_sessions_index.csv/.json in root; no timestamp inside, so a rewrite is identical."""
+    root = _root_dir(root)
+    rows = [index_row(r) for r in sessions_scan(root)]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(INDEX_COLUMNS)
+    for row in rows:
+        writer.writerow([csv_cell(row[col]) for col in INDEX_COLUMNS])
+    csv_path, json_path = root / c.INDEX_CSV, root / c.INDEX_JSON
+    _atomic_write(csv_path, out.getvalue())
+    _atomic_write(json_path, json.dumps({"root": str(root), "sessions": rows}, indent=2, default=str) + "\n")
+    return csv_path, json_path
+
+
+# -- promotion ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PromotionContract:
+    """What a paper session must show before it moves toward the broker boundary."""
+
+    min_bars: int = 100
+    min_trades: int = 3
+    min_sharpe: float = 0.5
+    max_drawdown: float = 0.35  # a fraction, like metrics.json's max_drawdown
+    require_success: bool = True
+    forbid_halt: bool = True
+    require_complete_artifacts: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_drawdown <= 1:
+            raise RunbookError(f"max_drawdown is a fraction in [0, 1] (0.35 = 35%), got {self.max_drawdown!r}")
+        if self.min_bars < 0 or self.min_trades < 0:
+            raise RunbookError("min_bars and min_trades must be >= 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return value
+
+
+def _blocking_reasons(record: SessionRecord, contract: PromotionContract) -> list[str]:
+    # Nothing about an unreadable or unfinished session is final, so one reason says it all.
+    if record.unreadable:
+        return [f"session folder unreadable: {record.issue}"]
+    if record.status == c.RUNNING:
+        return ["still running"]
+    reasons = []
+    if contract.require_success and record.status != c.SUCCESS:
+        detail = ": ".join(x for x in (record.error_type, record.error_message) if x) or record.status_reason
+        reasons.append(f"status {record.status}" + (f" ({detail})" if detail else ""))
+    if contract.forbid_halt and record.risk_halted:
+        reasons.append("risk halt")
+    # Missing files are reported once, below, as missing artifacts.
+    reasons.extend(p for p in record.problems if not p.endswith(": missing"))
+    if contract.require_complete_artifacts and record.missing:
+        reasons.append(f"missing artifacts: {', '.join(record.missing)}")
+    m = record.metrics
+    if not m:
+        reasons.append("no metrics to check")
+        return reasons
+    checks = (
+        ("bars", lambda v: v < contract.min_bars, lambda v: f"only {v:g} bars < {contract.min_bars}"),
+        ("num_trades", lambda v: v < contract.min_trades, lambda v: f"only {v:g} trades < {contract.min_trades}"),
+        ("sharpe", lambda v: v < contract.min_sharpe, lambda v: f"sharpe {v:.2f} < {contract.min_sharpe:g}"),
+        ("max_drawdown", lambda v: v > contract.max_drawdown,
+         lambda v: f"max drawdown {v:.1%} > {contract.max_drawdown:.1%}"),
+    )
+    unknown = []
+    for key, fails, words in checks:
+        value = _number(m.get(key))
+        if value is None:
+            unknown.append(key)
+        elif fails(value):
+            reasons.append(words(value))
+    if unknown:
+        reasons.append(f"metrics unknown: {', '.join(unknown)}")
+    return reasons
+
+
+def promotion(root: Path, *, contract: PromotionContract | None = None) -> dict:
+    """Which sessions satisfy the promotion contract, and why the others do not."""
+    contract = contract or PromotionContract()
+    ready, blocked = [], []
+    for record in sessions_scan(root):
+        reasons = _blocking_reasons(record, contract)
+        if reasons:
+            blocked.append({"session_id": record.session_id, "started_at": _iso(record.started_at),
+                            "status": record.status, "reasons": reasons})
+        else:
+            m = record.metrics
+            ready.append({"session_id": record.session_id, "started_at": _iso(record.started_at),
+                          "sharpe": m.get("sharpe"), "max_drawdown": m.get("max_drawdown"),
+                          "num_trades": m.get("num_trades"), "bars": m.get("bars")})
+    return {
+        "root": str(root),
+        "contract": contract.to_dict(),
+        "ready": ready,
+        "blocked": blocked,
+        "latest_ready": ready[-1] if ready else None,
+        "latest_blocked": blocked[-1] if blocked else None,
+    }
+
+
+# -- text for humans ---------------------------------------------------------------------------
+
+def _span(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    if d:
+        return f"{d}d {h:02d}h {m:02d}m"
+    if h:
+        return f"{h}h {m:02d}m {s:02d}s"
+    if m:
+        return f"{m}m {s:02d}s"
+    return f"{s}s"
+
+
+def _when(t: datetime | str | None) -> str:
+    if t is None:
+        return "-"
+    if isinstance(t, str):
+        t = datetime.fromisoformat(t)
+    return t.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]
+    return "\n".join(lines)
+
+
+def format_list(records: list[SessionRecord]) -> str:
+    if not records:
+        return "no paper sessions"
+    rows = [
+        (r.session_id, r.status, "yes" if r.terminal else "no", _when(r.started_at or r.created_at),
+         _span(r.duration_seconds), r.issue or r.status_reason or "")
+        for r in records
+    ]
+    return _table(("SESSION", "STATUS", "TERMINAL", "STARTED", "DURATION", "REASON / ISSUE"), rows)
+
+
+def format_show(record: SessionRecord, *, now: datetime | None = None) -> str:
+    if record.duration_seconds is not None:
+        ran = _span(record.duration_seconds)
+    elif record.status == c.RUNNING and record.started_at and now is not None:
+        ran = f"{_span((_utc(now) - record.started_at).total_seconds())} so far (still running)"
+    else:
+        ran = "still running" if record.status == c.RUNNING else "-"
+    fields = [
+        ("session", record.session_id),
+        ("folder", str(Path(record.path).absolute())),
+        ("status", record.status),
+        ("terminal", "yes" if record.terminal else "no"),
+        ("reason", record.status_reason or "-"),
+        ("created", _when(record.created_at)),
+        ("started", _when(record.started_at)),
+        ("finished", _when(record.finished_at)),
+        ("updated", _when(record.updated_at)),
+        ("ran for", ran),
+        ("request id", record.request_id or "-"),
+        ("mode", record.mode or "-"),
+        ("bot", record.bot_name or "-"),
+        ("strategy", record.strategy or "-"),
+        ("ticker", record.ticker or "-"),
+        ("error type", record.error_type or "-"),
+        ("error message", record.error_message or "-"),
+        ("issue", record.issue or "-"),
+    ]
+    m = record.metrics
+    if m:
+        dd = _number(m.get("max_drawdown"))
+        shown = {key: "-" if m.get(key) is None else m[key] for key in ("sharpe", "num_trades", "bars", "total_pnl")}
+        fields.append(("metrics", f"sharpe {shown['sharpe']}, max drawdown {'-' if dd is None else f'{dd:.1%}'}, "
+                                  f"trades {shown['num_trades']}, bars {shown['bars']}, total P&L {shown['total_pnl']}"))
+    width = max(len(k) for k, _ in fields)
+    lines = [f"{k.ljust(width)}  {v}" for k, v in fields]
+    lines.append("artifacts:")
+    folder = Path(record.path).absolute()
+    lines += [f"  {name.ljust(22)}  {folder / rel}" for name, rel in record.artifacts.items()] or ["  (none)"]
+    if record.missing:
+        lines.append(f"missing: {', '.join(record.missing)}")
+    if len(record.problems) > 1 or (record.problems and record.problems[0] != record.issue):
+        lines.append("problems:")
+        lines += [f"  - {p}" for p in record.problems]
+    return "\n".join(lines)
+
+
+def format_health(d: dict) -> str:
+    counts = ", ".join(f"{k} {v}" for k, v in d["counts"].items())
+    lines = [f"paper sessions in {d['root']} at {_when(d['generated_at'])}", f"total {d['total']}: {counts}"]
+    latest = d["latest"]
+    lines.append(
+        f"latest: {latest['session_id']} {latest['status']} (started {_when(latest['started_at'])})"
+        if latest else "latest: -"
+    )
+    issue = d["latest_issue"]
+    lines.append(f"latest issue: {issue['session_id']} [{issue['status']}] {issue['issue']}" if issue else "latest issue: -")
+    return "\n".join(lines)
+
+
+def format_alerts(d: dict) -> str:
+    head = f"paper-session alerts in {d['root']} at {_when(d['generated_at'])} (stale after {d['stale_minutes']:g} min)"
+    if not d["alerts"]:
+        return f"{head}\nno alerts"
+    counts = ", ".join(f"{k} {v}" for k, v in d["counts"].items())
+    rows = [(a["code"], a["session_id"], a["status"], _when(a["started_at"]), a["message"]) for a in d["alerts"]]
+    return f"{head}\n{len(rows)} alerts: {counts}\n" + _table(("CODE", "SESSION", "STATUS", "STARTED", "MESSAGE"), rows)
+
+
+def format_promotion(d: dict) -> str:
+    k = d["contract"]
+
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    lines = [
+        "promotion contract:",
+        f"  min bars                    {k['min_bars']}",
+        f"  min trades                  {k['min_trades']}",
+        f"  min sharpe                  {k['min_sharpe']:g}",
+        f"  max drawdown                {k['max_drawdown']:.1%}",
+        f"  require success             {yes(k['require_success'])}",
+        f"  forbid risk halt            {yes(k['forbid_halt'])}",
+        f"  require complete artifacts  {yes(k['require_complete_artifacts'])}",
+        "",
+        f"ready ({len(d['ready'])}):",
+    ]
+    for s in d["ready"]:
+        dd = _number(s["max_drawdown"])
+        lines.append(f"  {s['session_id']}  started {_when(s['started_at'])}  sharpe {s['sharpe']}  "
+                     f"max drawdown {f'{dd:.1%}' if dd is not None else '-'}  trades {s['num_trades']}  bars {s['bars']}")
+    lines.append(f"blocked ({len(d['blocked'])}):")
+    for s in d["blocked"]:
+        lines.append(f"  {s['session_id']}  [{s['status']}]  started {_when(s['started_at'])}")
+        lines += [f"    - {reason}" for reason in s["reasons"]]
+    lines.append("")
+    lines.append(f"latest ready: {d['latest_ready']['session_id'] if d['latest_ready'] else '-'}")
+    lb = d["latest_blocked"]
+    lines.append(f"latest blocked: {lb['session_id']} ({'; '.join(lb['reasons'])})" if lb else "latest blocked: -")
+    return "\n".join(lines)
+
+
+# -- command line (no Django: `python -m paper.runbook health outputs/paper_sessions`) ----------
+
+def main(argv: list[str] | None = None, *, now: datetime | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m paper.runbook", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("list", "health", "alerts", "index", "promotion"):
+        p = sub.add_parser(name)
+        p.add_argument("root", type=Path)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+    show = sub.add_parser("show")
+    show.add_argument("target", type=Path, help="a session folder, or the root when SESSION is given")
+    show.add_argument("session", nargs="?", help="exact session id or a unique prefix")
+    show.add_argument("--json", action="store_true")
+    sub.choices["alerts"].add_argument("--stale-minutes", type=float, default=DEFAULT_STALE_MINUTES)
+    sub.choices["alerts"].add_argument("--text", action="store_true", help="a table instead of JSON")
+    args = parser.parse_args(argv)
+    now = now or datetime.now(UTC)
+
+    try:
+        if args.command == "list":
+            records = sessions_scan(args.root)
+            machine, text = [r.to_dict() for r in records], format_list(records)
+        elif args.command == "show":
+            record = session_show(args.target, args.session)
+            machine, text = record.to_dict(), format_show(record, now=now)
+        elif args.command == "health":
+            machine = health(args.root, now=now)
+            text = format_health(machine)
+        elif args.command == "alerts":
+            # Alerts feed automation, so JSON is the default and the table is opt-in.
+            machine = alerts(args.root, now=now, stale_minutes=args.stale_minutes)
+            text = format_alerts(machine)
+            args.json = not args.text
+        elif args.command == "index":
+            paths = index_write(args.root)
+            machine, text = [str(p) for p in paths], "\n".join(str(p) for p in paths)
+        else:
+            machine = promotion(args.root)
+            text = format_promotion(machine)
+    except RunbookError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(machine, indent=2, sort_keys=True, default=str) if args.json else text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
