@@ -131,8 +131,8 @@ def backtest_bars(
             end_dt = _as_datetime(end, end=True) or start_dt + timedelta(days=365)
             synthetic_count = max(1, int((end_dt - start_dt).total_seconds() // step) + 1)
         if not 1 <= synthetic_count <= MAX_SYNTHETIC_BARS:
-            raise AppError("too_many_bars", f"a synthetic backtest takes 1 to {MAX_SYNTHETIC_BARS:,} bars; "
-                           f"this range needs {synthetic_count:,} {bot.timeframe} bars", status=422)
+            raise AppError("too_many_bars", f"a synthetic run takes 1 to {MAX_SYNTHETIC_BARS:,} bars; "
+                           f"{synthetic_count:,} {bot.timeframe} bars were asked for", status=422)
         return synthetic_bars(symbol, bot.timeframe, synthetic_count, seed=seed, start_ts=int(start_dt.timestamp()))
     raise AppError("bad_data_source", f"data_source must be 'stored' or 'synthetic', not {data_source!r}")
 

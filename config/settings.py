@@ -74,6 +74,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
     )
     DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
+    # Tests use a file (WAL, busy timeout) rather than the in-memory shared-cache database,
+    # whose table locks fail at once when a session thread and the test thread both write.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # psycopg 3's pool, shared by a process's threads: a worker runs one long session per
     # thread and returns its connection after each bar, so 100 sessions need ~10 connections.

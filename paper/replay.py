@@ -22,7 +22,13 @@ from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bots.models import Bot
-from bots.services import backtest_bars, backtest_run_with_result, bot_create, bot_get
+from bots.services import (
+    MAX_SYNTHETIC_BARS,
+    backtest_bars,
+    backtest_run_with_result,
+    bot_create,
+    bot_get,
+)
 from config.errors import AppError
 from ledger import services as ledger
 from ledger.models import PaperTradingRun, RunStatus, new_run_id
@@ -61,7 +67,7 @@ class RunParams(BaseModel):
     starting_cash: float = Field(100_000.0, gt=0, le=1e12, allow_inf_nan=False)
     seed: int = Field(0, ge=0, lt=2**63)
     data_source: Literal["stored", "synthetic"] = "stored"
-    bars: int | None = Field(None, ge=1, le=2_000_000, description="synthetic bar count")
+    bars: int | None = Field(None, ge=1, le=MAX_SYNTHETIC_BARS, description="synthetic bar count")
     output_root: str | None = None
 
     @field_validator("start", "end", mode="before")

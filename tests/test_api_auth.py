@@ -23,6 +23,7 @@ EXPECTED_OPERATIONS = {
     ("POST", "/bots/{bot_id}/backtests"), ("GET", "/bots/{bot_id}/backtests"),
     ("POST", "/bots/{bot_id}/paper"),
     ("POST", "/paper/stop-all"),
+    ("GET", "/paper/health"), ("GET", "/paper/alerts"), ("GET", "/paper/promotion"),
     ("GET", "/paper"), ("GET", "/paper/{run_id}"), ("POST", "/paper/{run_id}/stop"),
     ("GET", "/paper/{run_id}/fills"), ("GET", "/paper/{run_id}/orders"),
     ("GET", "/paper/{run_id}/equity"), ("GET", "/paper/{run_id}/frames"),

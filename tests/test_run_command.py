@@ -279,9 +279,6 @@ REFUSALS = [
     pytest.param(
         "json-request plus --report", ["--json-request", request(), "--report"], "not both",
         id="json-request plus --report",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "run.py _run(): the 'flags and --json-request' check lists every run flag but 'report', so "
-            "--report is accepted and then silently ignored (params.report comes from the JSON)")),
     ),
 ])
 def test_a_refused_request_exits_2_and_writes_nothing(outputs, tmp_path, label, args, message):
@@ -319,17 +316,20 @@ def test_a_refused_request_exits_2_from_the_real_command_line(tmp_path):
 
 
 @db_tx
-@pytest.mark.xfail(strict=True, reason=(
-    "paper/replay.py RunParams.bars allows le=2_000_000 synthetic bars, but bots/services.py "
-    "backtest_bars caps synthetic data at MAX_SYNTHETIC_BARS = 1_100_000, so --bars 2000000 passes "
-    "validation and is then refused (exit 2) with 'this range needs 2,000,000 1m bars'"))
-def test_the_documented_synthetic_bar_cap_is_accepted():
+def test_the_synthetic_bar_cap_is_one_limit_checked_up_front():
+    from pydantic import ValidationError
+
+    from bots.services import MAX_SYNTHETIC_BARS
     from paper import replay
 
-    p = replay.RunParams(paper=True, ticker="SYN-USD", strategy="sma_crossover", params={"fast": 50, "slow": 200},
-                         timeframe="1m", data_source="synthetic", bars=2_000_000, seed=1)
-    _, bars = replay.validate_params(p)
-    assert len(bars) == 2_000_000
+    common = dict(paper=True, ticker="SYN-USD", strategy="sma_crossover", params={"fast": 50, "slow": 200},
+                  timeframe="1m", data_source="synthetic", seed=1)
+    assert replay.RunParams(**common, bars=MAX_SYNTHETIC_BARS).bars == MAX_SYNTHETIC_BARS
+    with pytest.raises(ValidationError):
+        replay.RunParams(**common, bars=MAX_SYNTHETIC_BARS + 1)
+    code, _, err = run("--paper", "--ticker", "SYN-USD", "--strategy", "sma_crossover", "--timeframe", "1m",
+                       "--data-source", "synthetic", "--bars", str(MAX_SYNTHETIC_BARS + 1))
+    assert code == 2 and "bars" in err
 
 
 # -- 6. signal lines -----------------------------------------------------------------------------

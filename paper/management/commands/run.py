@@ -75,7 +75,7 @@ class Command(BaseCommand):
             if o["json_request"]:
                 if any(o[k] is not None and o[k] is not False for k in
                        ("ticker", "start", "end", "bot", "strategy", "params", "timeframe", "starting_cash",
-                        "seed", "data_source", "bars", "output_root")) or o["paper"]:
+                        "seed", "data_source", "bars", "output_root")) or o["paper"] or o["report"]:
                     raise replay.RunRequestError("give either --json-request or run flags, not both")
                 request = replay.parse_json_request(o["json_request"])
                 params, request_id = request.params, request.request_id
