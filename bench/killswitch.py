@@ -62,8 +62,15 @@ def main() -> None:
             assert set(ids) <= stopped and not page["items"] and not forced, (len(stopped), page["count"], forced)
             wall.append((t1 - t0) * 1000)
             reported.append(report["elapsed_ms"])
+            _, page = api.call("GET", f"/paper?limit={args.sessions * 2}&status=aborted")
+            from datetime import datetime
+
+            ended = sorted(datetime.fromisoformat(r["ended_at"]).timestamp() for r in page["items"] if r["id"] in ids)
+            spread = (ended[-1] - ended[0]) * 1000 if ended else 0
+            first = (ended[len(ended) // 2] - ended[0]) * 1000 if ended else 0
             print(f"trial {trial + 1}: {args.sessions} sessions terminal in the DB {wall[-1]:.1f} ms "
-                  f"(server-side {report['elapsed_ms']:.1f} ms)", flush=True)
+                  f"(server-side {report['elapsed_ms']:.1f} ms; ended_at spread {spread:.0f} ms, "
+                  f"median session {first:.0f} ms after the first)", flush=True)
             api.call("POST", "/kill-switch/rearm")
             # Let the stopped sessions' reports and charts (written 1 s after they end) finish,
             # so the next trial starts, like a real incident, from a quiet system.

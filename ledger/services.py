@@ -4,6 +4,7 @@ Every write is one transaction and idempotent: fills are unique per (run, fill i
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -262,23 +263,18 @@ def session_bar_persist(
 
 
 def frames_record(*, run: PaperTradingRun, frames: Sequence[dict]) -> None:
+    """Store frames as sent; a frame already stored (same run and seq) is skipped."""
     from ledger.models import PaperFrame
 
     if not frames:
         return
-    PaperFrame.objects.bulk_create(
-        [
-            PaperFrame(
-                paper_run=run,
-                seq=f["seq"],
-                stage=f["stage"],
-                message=str(f["message"])[:300],
-                payload=f,
-                created_at=datetime.fromisoformat(f["timestamp"]),
-            )
-            for f in frames
-        ],
-        ignore_conflicts=True,
+    adapt = connection.ops.adapt_datetimefield_value
+    rows = [(run.pk, f["seq"], f["stage"], str(f["message"])[:300], json.dumps(f, default=str),
+             adapt(datetime.fromisoformat(f["timestamp"]))) for f in frames]
+    _executemany(
+        f"INSERT INTO {PaperFrame._meta.db_table} (paper_run_id, seq, stage, message, payload, created_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (paper_run_id, seq) DO NOTHING",
+        rows,
     )
 
 
@@ -348,5 +344,7 @@ def run_finish(
         run.bars_processed = len(result.equity)
         run.metrics = result.metrics
         run.halt = result.halt.to_dict() if result.halt else None
-        run.save()
+        # Only what changed: a kill switch ends many sessions at once, each one's write counts.
+        run.save(update_fields=["status", "status_reason", "error_type", "error_message", "ended_at", "num_fills",
+                                "ending_equity", "total_pnl", "bars_processed", "metrics", "halt", "updated_at"])
     return run

@@ -47,6 +47,11 @@ def django_db_setup(django_db_setup, django_db_blocker):
 
     with django_db_blocker.unblock():
         for conn in connections.all():
+            if conn.vendor == "postgresql":
+                # A test thread that died holding a pooled connection would block the drop.
+                with conn.cursor() as cursor:
+                    cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE datname = current_database() AND pid <> pg_backend_pid()")
             close_pool = getattr(conn, "close_pool", None)
             if close_pool is not None:
                 close_pool()
