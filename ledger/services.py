@@ -215,7 +215,10 @@ def run_persist(
         run.started_at = run.started_at or now
         if status in (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.ABORTED):
             run.ended_at = run.ended_at or now
-        run.save()
+        # Only the fields a result sets: a concurrent stop request must not be overwritten.
+        run.save(update_fields=["status", "status_reason", "error_type", "error_message", "num_fills", "ending_equity",
+                                "total_pnl", "bars_processed", "metrics", "halt", "started_at", "ended_at",
+                                "updated_at"])
     return run
 
 

@@ -287,8 +287,13 @@ def paper_replay(*, params: RunParams, request_id: str = "", signals: SignalFile
             if time.monotonic() - last_beat >= 1.0:
                 last_beat = time.monotonic()
                 artifacts.heartbeat(bars_processed=engine.bars_processed)
-                PaperTradingRun.objects.filter(pk=run.pk).update(updated_at=timezone.now(),
-                                                                 bars_processed=engine.bars_processed)
+                PaperTradingRun.objects.filter(pk=run.pk).update(bars_processed=engine.bars_processed)
+                ledger.run_heartbeat(run_id=run.id)
+            # The DB stop flag reaches a replay in its own process when no Redis push can; a
+            # read per chunk (~0.1 s of bars) keeps a stop prompt.
+            requested = PaperTradingRun.objects.filter(pk=run.pk).values_list("stop_requested", flat=True).first()
+            if requested:
+                stop.set(requested)
             if engine.status != "running":
                 break
         if stop.event.is_set():
@@ -304,6 +309,10 @@ def paper_replay(*, params: RunParams, request_id: str = "", signals: SignalFile
         halts.session_event_drop(run.id)
         if progress is not None:
             progress.close()
+    forced = PaperTradingRun.objects.filter(pk=run.pk, status__in=[RunStatus.ABORTED, RunStatus.FAILED]).values_list(
+        "status", "status_reason").first()
+    if forced:  # a stop that gave up waiting already closed the row: its word stands
+        status, reason = forced
     result = engine.result() if engine is not None else None
     if result is not None:
         ledger.run_persist(run=run, result=result, status=status, status_reason=reason, error_type=error_type,

@@ -1,8 +1,7 @@
 """SIGTERM to a running `manage.py run --paper`: the session ends aborted, with every file and its row.
 
 A real process on a fresh, migrated SQLite file. The synthetic replay is sized to run for a few
-seconds: 1,100,000 1m bars (bots/services.py MAX_SYNTHETIC_BARS; --bars 2000000 is refused, see
-test_run_command.test_the_documented_synthetic_bar_cap_is_accepted).
+seconds: 1,100,000 1m bars (bots/services.py MAX_SYNTHETIC_BARS, the largest synthetic run).
 """
 from __future__ import annotations
 
@@ -78,3 +77,61 @@ def test_sigterm_aborts_a_running_paper_session(tmp_path):
 
     index = json.loads((out / "paper_sessions" / c.INDEX_JSON).read_text())
     assert [(s["session_id"], s["status"]) for s in index["sessions"]] == [(session_id, "aborted")]
+
+
+def test_the_kill_switch_from_another_process_aborts_a_replay(tmp_path):
+    """No Redis: the stop reaches the replay through the DB flag its heartbeat reads."""
+    db, out = tmp_path / "db.sqlite3", tmp_path / "out"
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{db}", "OUTPUTS_DIR": str(out), "PAPER_STOP_TIMEOUT_SECONDS": "10"}
+    env.pop("REDIS_URL", None)
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=PROJECT, env=env, check=True, timeout=120)
+    # The firing process starts first (Django start-up takes longer than a replay's first bars)
+    # and fires the moment the trigger file appears.
+    trigger = tmp_path / "fire-now"
+    script = (
+        "import json, os, time\n"
+        "from risk.services import kill_switch_fire\n"
+        f"while not os.path.exists({str(trigger)!r}):\n"
+        "    time.sleep(0.005)\n"
+        "print(json.dumps(kill_switch_fire(reason='drill')))\n"
+    )
+    firing = subprocess.Popen([sys.executable, "manage.py", "shell", "-c", script], cwd=PROJECT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)  # let it load Django and wait
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "run", "--paper", "--ticker", "SYN-USD", "--strategy", "sma_crossover",
+         "--params", '{"fast":50,"slow":200}', "--timeframe", "1m", "--data-source", "synthetic",
+         "--bars", BARS, "--seed", "1"],
+        cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        status_path = None
+        while status_path is None and proc.poll() is None and time.monotonic() < deadline:
+            status_path = _running_status(out / "paper_sessions")
+            time.sleep(0.01)
+        assert status_path is not None, f"never saw a running session (exit {proc.poll()})"
+        trigger.touch()
+        fire_out, fire_err = firing.communicate(timeout=60)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        for p in (proc, firing):
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+    class fire:  # noqa: N801 - shaped like subprocess.run's result
+        returncode, stdout, stderr = firing.returncode, fire_out, fire_err
+
+    assert fire.returncode == 0, fire.stderr
+    report = json.loads(fire.stdout.strip().splitlines()[-1])
+    session_id = status_path.parent.name
+    assert session_id in sum((s["stopped"] for s in report["subsystems"]), [])
+    assert proc.returncode == 3, (stdout, stderr, fire.stdout[-2000:], fire.stderr[-2000:])
+    status = json.loads(status_path.read_text())
+    # Exactly this reason: had the replay not heard the stop, the kill switch would have forced the
+    # row after its timeout, with "(forced: no acknowledgement ...)" in the reason.
+    assert status["status"] == "aborted" and status["status_reason"] == "kill_switch: drill"
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT status, status_reason FROM paper_trading_runs WHERE id = ?", (session_id,)).fetchone()
+    assert row == ("aborted", "kill_switch: drill")
