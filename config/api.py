@@ -3,7 +3,9 @@
 Every error leaves as JSON `{"code", "detail", "errors"?}`; the app routers mount in config/urls.py.
 """
 import json
+import logging
 
+from django.db import OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found
 from ninja import Field, NinjaAPI, Schema
@@ -60,6 +62,8 @@ class Page(LimitOffsetPagination):
         super().__init__(max_limit=PAGE_MAX, **kwargs)
 
 
+log = logging.getLogger(__name__)
+
 api = NinjaAPI(
     title="Paper trading API",
     version="1",
@@ -110,6 +114,14 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     else:
         body = {"code": f"http_{exc.status_code}", "detail": str(exc)}
     return api.create_response(request, body, status=exc.status_code)
+
+
+@api.exception_handler(OperationalError)
+def _database_unavailable(request: HttpRequest, exc: OperationalError) -> HttpResponse:
+    # The database is down, restarting or busy: say so (503, retry later), never a traceback.
+    log.warning("database unavailable for %s %s: %s", request.method, request.path, exc)
+    body = {"code": "database_unavailable", "detail": f"the database is unavailable, retry shortly ({exc})"}
+    return api.create_response(request, body, status=503)
 
 
 @api.exception_handler(Http404)

@@ -74,6 +74,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
     )
     DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
+    # BEGIN IMMEDIATE: a transaction takes the write lock up front and waits its turn (busy
+    # timeout). A deferred one that reads, then writes after another connection wrote, fails
+    # at once with "database is locked" - a 500 when the API and a session thread meet.
+    DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
     # Tests use a file (WAL, busy timeout) rather than the in-memory shared-cache database,
     # whose table locks fail at once when a session thread and the test thread both write.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}

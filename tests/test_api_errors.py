@@ -196,3 +196,21 @@ def test_a_long_request_id_is_cut_not_a_500(api, bot, sample_data):
                         content_type="application/json", HTTP_X_REQUEST_ID="r" * 500)
     assert response.status_code == 201
     assert PaperTradingRun.objects.get().request_id == "r" * 100
+
+
+def test_a_database_outage_is_a_503_with_a_reason_not_a_traceback(monkeypatch, client, django_user_model):
+    from django.db import OperationalError
+
+    from ledger import selectors
+    from paper.tokens import api_token_create
+
+    user = django_user_model.objects.create_user("dbdown")
+    _, token = api_token_create(user=user)
+
+    def down(**kwargs):
+        raise OperationalError("could not connect to server")
+
+    monkeypatch.setattr(selectors, "runs_list", down)
+    response = client.get("/paper", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 503
+    assert response.json()["code"] == "database_unavailable" and "could not connect" in response.json()["detail"]
