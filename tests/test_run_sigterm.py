@@ -30,23 +30,33 @@ def _running_status(root: Path) -> Path | None:
     return None
 
 
-def test_sigterm_aborts_a_running_paper_session(tmp_path):
-    db, out = tmp_path / "db.sqlite3", tmp_path / "out"
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{db}", "OUTPUTS_DIR": str(out)}
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=PROJECT, env=env, check=True, timeout=120)
-    proc = subprocess.Popen(
+def _replay(env: dict) -> subprocess.Popen:
+    """`manage.py run --paper` over the largest synthetic replay, as a real process."""
+    return subprocess.Popen(
         [sys.executable, "manage.py", "run", "--paper", "--ticker", "SYN-USD", "--strategy", "sma_crossover",
          "--params", '{"fast":50,"slow":200}', "--timeframe", "1m", "--data-source", "synthetic",
          "--bars", BARS, "--seed", "1"],
         cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+
+
+def _wait_running(proc: subprocess.Popen, out: Path) -> Path:
+    deadline = time.monotonic() + 30
+    status_path = None
+    while status_path is None and proc.poll() is None and time.monotonic() < deadline:
+        status_path = _running_status(out / "paper_sessions")
+        time.sleep(0.01)
+    assert status_path is not None, f"never saw a running session (exit {proc.poll()})"
+    return status_path
+
+
+def test_sigterm_aborts_a_running_paper_session(tmp_path):
+    db, out = tmp_path / "db.sqlite3", tmp_path / "out"
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{db}", "OUTPUTS_DIR": str(out)}
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=PROJECT, env=env, check=True, timeout=120)
+    proc = _replay(env)
     try:
-        deadline = time.monotonic() + 30
-        status_path = None
-        while status_path is None and proc.poll() is None and time.monotonic() < deadline:
-            status_path = _running_status(out / "paper_sessions")
-            time.sleep(0.01)
-        assert status_path is not None, f"never saw a running session (exit {proc.poll()})"
+        status_path = _wait_running(proc, out)
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
@@ -98,19 +108,9 @@ def test_the_kill_switch_from_another_process_aborts_a_replay(tmp_path):
     firing = subprocess.Popen([sys.executable, "manage.py", "shell", "-c", script], cwd=PROJECT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(2.0)  # let it load Django and wait
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "run", "--paper", "--ticker", "SYN-USD", "--strategy", "sma_crossover",
-         "--params", '{"fast":50,"slow":200}', "--timeframe", "1m", "--data-source", "synthetic",
-         "--bars", BARS, "--seed", "1"],
-        cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = _replay(env)
     try:
-        deadline = time.monotonic() + 30
-        status_path = None
-        while status_path is None and proc.poll() is None and time.monotonic() < deadline:
-            status_path = _running_status(out / "paper_sessions")
-            time.sleep(0.01)
-        assert status_path is not None, f"never saw a running session (exit {proc.poll()})"
+        status_path = _wait_running(proc, out)
         trigger.touch()
         fire_out, fire_err = firing.communicate(timeout=60)
         stdout, stderr = proc.communicate(timeout=60)
