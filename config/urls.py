@@ -3,7 +3,7 @@
 Unknown URLs outside the admin get the API's JSON 404.
 """
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from bots.api import router as bots_router
 from config.api import api
@@ -18,6 +18,7 @@ api.add_router("", risk_router)
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("", include("config.dashboard_urls")),  # the operator dashboard: / and /ui/...
     path("", api.urls),
 ]
 
