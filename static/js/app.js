@@ -54,6 +54,9 @@
     const series = chart.addSeries(lib.LineSeries, {color: "#1d4ed8", lineWidth: 2, priceLineVisible: false});
     series.setData(points);
     let lastTime = points.length ? points[points.length - 1].time : -Infinity;
+    // How many points and markers the chart holds, for people and browser tests alike.
+    let count = points.length;
+    container.dataset.points = String(count);
     const markers = [];
     const markerApi = lib.createSeriesMarkers(series, []);
 
@@ -64,6 +67,7 @@
     }
     fills.forEach(function (f) { markers.push(marker(f)); });
     markerApi.setMarkers(markers);
+    container.dataset.markers = String(markers.length);
     if (points.length) chart.timeScale().fitContent();
     const empty = container.querySelector(".chart-empty");
 
@@ -71,13 +75,16 @@
       addPoint: function (time, value) {
         if (!finite(time) || !finite(value) || time < lastTime) return;  // the chart only grows forward
         if (empty && empty.parentNode) empty.remove();
+        if (time > lastTime) count += 1;
         series.update({time: time, value: value});
         lastTime = time;
+        container.dataset.points = String(count);
       },
       addFill: function (f) {
         markers.push(marker(f));
         markers.sort(function (a, b) { return a.time - b.time; });
         markerApi.setMarkers(markers);
+        container.dataset.markers = String(markers.length);
       },
     };
   }
