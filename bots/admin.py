@@ -1,5 +1,6 @@
 """Admin for bots and their backtests; backtests are read-only records."""
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils.html import format_html
 
 from bots.models import BacktestRun, Bot
 
@@ -19,11 +20,31 @@ class BacktestInline(admin.TabularInline):
 
 @admin.register(Bot)
 class BotAdmin(admin.ModelAdmin):
-    list_display = ("name", "strategy", "symbols", "timeframe", "short_hash", "latest_sharpe", "updated_at")
+    list_display = ("name", "strategy", "symbols", "timeframe", "short_hash", "latest_sharpe", "updated_at", "dashboard")
+
+    @admin.display(description="dashboard")
+    def dashboard(self, obj: Bot):
+        return format_html('<a href="{}">open</a>', obj.get_absolute_url())
     list_filter = ("strategy", "timeframe")
     search_fields = ("name", "strategy")
     readonly_fields = ("config_hash", "created_at", "updated_at")
     inlines = [BacktestInline]
+    actions = ["backtest_bots"]
+
+    @admin.action(description="Backtest the selected bots (all stored bars)")
+    def backtest_bots(self, request, queryset):
+        from bots.services import backtest_run
+        from config.errors import AppError
+
+        for bot in queryset:
+            try:
+                run = backtest_run(bot=bot)
+            except AppError as exc:
+                self.message_user(request, f"{bot.name}: {exc.message}", messages.ERROR)
+                continue
+            sharpe = "n/a" if run.sharpe is None else f"{run.sharpe:.3f}"
+            self.message_user(request, f"{bot.name}: backtest {run.pk}, {run.num_bars} bars, sharpe {sharpe}",
+                              messages.SUCCESS)
 
     @admin.display(description="config hash")
     def short_hash(self, obj: Bot) -> str:

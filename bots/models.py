@@ -33,6 +33,11 @@ class Bot(models.Model):
         self.full_clean()
         super().save(*args, **kwargs)
 
+    def get_absolute_url(self) -> str:
+        from django.urls import reverse
+
+        return reverse("dashboard:bot", args=[self.pk])
+
     def trading_config(self) -> BotConfig:
         """The validated config; raises BotConfigError."""
         return BotConfig.validate(

@@ -1,5 +1,6 @@
 """Admin for the paper ledger. Ledger rows are read-only: only services write them."""
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils.html import format_html
 
 from ledger.models import PaperEquityPoint, PaperFill, PaperOrder, PaperTradingRun
 
@@ -17,7 +18,22 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(PaperTradingRun)
 class PaperTradingRunAdmin(ReadOnlyAdmin):
-    list_display = ("id", "bot", "status", "status_reason", "mode", "symbol", "total_pnl", "num_fills", "started_at", "ended_at", "updated_at")
+    list_display = ("id", "bot", "status", "status_reason", "mode", "symbol", "total_pnl", "num_fills", "started_at", "ended_at", "updated_at", "dashboard")
+    actions = ["stop_sessions"]
+
+    @admin.display(description="dashboard")
+    def dashboard(self, obj: PaperTradingRun):
+        return format_html('<a href="{}">live view</a>', obj.get_absolute_url())
+
+    @admin.action(description="Stop the selected sessions")
+    def stop_sessions(self, request, queryset):
+        from paper.sessions import sessions_stop
+
+        report = sessions_stop(run_ids=list(queryset.values_list("pk", flat=True)),
+                               reason=f"operator_stop: stopped from the admin by {request.user.username}")
+        forced = f"; forced: {', '.join(report['forced'])}" if report["forced"] else ""
+        self.message_user(request, f"stopped {report['count']} session(s) in {report['elapsed_ms']:.0f} ms{forced}",
+                          messages.SUCCESS)
     list_filter = ("status", "mode", "data_source", "timeframe", "bot")
     search_fields = ("id", "bot__name", "request_id", "status_reason")
     date_hierarchy = "started_at"

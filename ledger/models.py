@@ -65,6 +65,11 @@ class PaperTradingRun(models.Model):
     def __str__(self) -> str:
         return self.id
 
+    def get_absolute_url(self) -> str:
+        from django.urls import reverse
+
+        return reverse("dashboard:session", args=[self.pk])
+
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES

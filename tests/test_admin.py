@@ -53,3 +53,25 @@ def test_bots_changelist_shows_latest_sharpe(staff_client, demo_bot, sample_data
     bt = backtest_run(bot=demo_bot, start=date(2022, 1, 1), end=date(2022, 12, 31))
     page = staff_client.get("/admin/bots/bot/")
     assert page.status_code == 200 and f"{bt.sharpe:.3f}".encode() in page.content
+
+
+def test_the_admin_stops_the_selected_sessions(staff_client, demo_bot):
+    run = run_create(bot=demo_bot, starting_cash=1000, symbol="ETH-USD", timeframe="1d", data_source="synthetic",
+                     seed=0, config_snapshot={}, config_hash="x")
+    response = staff_client.post("/admin/ledger/papertradingrun/",
+                                 {"action": "stop_sessions", "_selected_action": [run.pk]}, follow=True)
+    run.refresh_from_db()
+    assert run.status == "aborted" and run.status_reason.startswith("operator_stop: stopped from the admin")
+    assert b"stopped 1 session" in response.content.lower()
+
+
+def test_the_admin_backtests_the_selected_bots(staff_client, demo_bot, sample_data):
+    response = staff_client.post("/admin/bots/bot/", {"action": "backtest_bots", "_selected_action": [demo_bot.pk]},
+                                 follow=True)
+    assert demo_bot.backtest_runs.count() == 1
+    assert b"sharpe" in response.content
+
+
+def test_admin_rows_link_to_the_dashboard(staff_client, run, demo_bot):
+    assert f'href="/ui/sessions/{run.pk}/"'.encode() in staff_client.get("/admin/ledger/papertradingrun/").content
+    assert f'href="/ui/bots/{demo_bot.pk}/"'.encode() in staff_client.get("/admin/bots/bot/").content
