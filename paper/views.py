@@ -43,7 +43,8 @@ METRIC_ORDER = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "wi
 # --- shared by every dashboard view -----------------------------------------------------------
 
 def is_htmx(request: HttpRequest) -> bool:
-    return request.headers.get("HX-Request") == "true"
+    # django-htmx's middleware sets request.htmx (truthy for HTMX requests).
+    return bool(getattr(request, "htmx", False))
 
 
 def operator_required(view):
