@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.stack import Stack, flush_redis, recreate_pg_database
-from tests.e2e.conftest import services_available
+from tests.e2e.conftest import start_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -18,16 +17,8 @@ SHOTS = ROOT / "test-artifacts" / "browser"
 def stack_server(request, tmp_path_factory):
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is needed (apt-get install chromium; .ci/run does it)")
-    workdir = tmp_path_factory.mktemp(f"browser-{request.param}")
-    kwargs: dict = {"mode": request.param, "workdir": workdir}
-    if request.param == "services":
-        if not services_available():
-            pytest.skip("PostgreSQL and Redis on 127.0.0.1 are needed for services mode")
-        kwargs["database_url"] = recreate_pg_database("papertrade_browser")
-        kwargs["redis_url"] = "redis://127.0.0.1:6379/7"
-        flush_redis(kwargs["redis_url"])
-    stack = Stack(**kwargs, processes=2, threads=8, embedded_threads=16)
-    stack.start()
+    stack = start_stack(request.param, tmp_path_factory.mktemp(f"browser-{request.param}"),
+                        database="papertrade_browser", redis_db=7)
     yield stack
     stack.stop()
 

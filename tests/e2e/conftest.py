@@ -22,18 +22,22 @@ def services_available() -> bool:
         return False
 
 
-@pytest.fixture(scope="module", params=["embedded", "services"])
-def stack(request, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp(f"stack-{request.param}")
-    kwargs: dict = {"mode": request.param, "workdir": workdir}
-    if request.param == "services":
+def start_stack(mode: str, workdir, *, database: str, redis_db: int) -> Stack:
+    """A started stack in `mode`; services mode gets a fresh PostgreSQL database and Redis db."""
+    kwargs: dict = {"mode": mode, "workdir": workdir}
+    if mode == "services":
         if not services_available():
             pytest.skip("PostgreSQL and Redis on 127.0.0.1 are needed for services mode")
-        kwargs["database_url"] = recreate_pg_database("papertrade_e2e")
-        kwargs["redis_url"] = "redis://127.0.0.1:6379/3"
+        kwargs["database_url"] = recreate_pg_database(database)
+        kwargs["redis_url"] = f"redis://127.0.0.1:6379/{redis_db}"
         flush_redis(kwargs["redis_url"])
-    stack = Stack(**kwargs, processes=2, threads=8, embedded_threads=16)
-    stack.start()
+    return Stack(**kwargs, processes=2, threads=8, embedded_threads=16).start()
+
+
+@pytest.fixture(scope="module", params=["embedded", "services"])
+def stack(request, tmp_path_factory):
+    stack = start_stack(request.param, tmp_path_factory.mktemp(f"stack-{request.param}"),
+                        database="papertrade_e2e", redis_db=3)
     yield stack
     stack.stop()
 
