@@ -51,12 +51,16 @@ class JsonBodyParser(Parser):
             raise MalformedJSON("the request body is not valid JSON: nested too deeply") from None
 
 
+PAGE_OFFSET_MAX = 10**12
+
+
 class Page(LimitOffsetPagination):
     """?limit= (1..1000, default 100) and ?offset=; the body is {items, count}."""
 
     class Input(Schema):
         limit: int = Field(PAGE_DEFAULT, ge=1, le=PAGE_MAX)
-        offset: int = Field(0, ge=0)
+        # Bounded: an offset beyond a 64-bit integer reached SQLite as "datatype mismatch" (a 500).
+        offset: int = Field(0, ge=0, le=PAGE_OFFSET_MAX)
 
     def __init__(self, **kwargs):
         super().__init__(max_limit=PAGE_MAX, **kwargs)

@@ -219,6 +219,6 @@ def paper_equity(request: HttpRequest, run_id: str):
 
 @router.get("/paper/{run_id}/frames", response={200: list[FrameOut], 404: ErrorOut})
 @paginate(Page)
-def paper_frames(request: HttpRequest, run_id: str, after_seq: int | None = Query(None, ge=0)):
+def paper_frames(request: HttpRequest, run_id: str, after_seq: int | None = Query(None, ge=0, le=2**31)):
     """Frames in seq order; `?after_seq=N` resumes after the last one a client has."""
     return selectors.run_frames(run=selectors.run_get(run_id=run_id), after_seq=after_seq)

@@ -214,3 +214,22 @@ def test_a_database_outage_is_a_503_with_a_reason_not_a_traceback(monkeypatch, c
     response = client.get("/paper", HTTP_AUTHORIZATION=f"Bearer {token}")
     assert response.status_code == 503
     assert response.json()["code"] == "database_unavailable" and "could not connect" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("query", [{"offset": 3842538275315760758784}, {"offset": -1}, {"limit": 0},
+                                   {"after_seq": 10**30}])
+def test_out_of_range_paging_is_a_422_not_a_500(client, django_user_model, query):
+    from bots.services import bot_create
+    from ledger.services import run_create
+    from paper.tokens import api_token_create
+
+    user = django_user_model.objects.create_user("pager")
+    _, token = api_token_create(user=user)
+    bot = bot_create(name="pg", strategy="buy_and_hold", symbols=["ETH-USD"])
+    run = run_create(bot=bot, starting_cash=1, symbol="ETH-USD", timeframe="1d", data_source="synthetic", seed=0,
+                     config_snapshot={}, config_hash="x")
+    paths = [f"/paper/{run.id}/frames"] if "after_seq" in query else ["/paper", f"/paper/{run.id}/frames",
+                                                                       f"/paper/{run.id}/fills"]
+    for path in paths:
+        response = client.get(path, query, HTTP_AUTHORIZATION=f"Bearer {token}")
+        assert response.status_code == 422, (path, query, response.content)
