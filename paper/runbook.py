@@ -328,7 +328,7 @@ def _alert_for(record: SessionRecord, *, now: datetime, stale_minutes: float) ->
         age = (now - seen).total_seconds()
         if age > stale_minutes * 60:
             what = "updated_at" if record.updated_at else "started_at"
-            return c.ALERT_STALE, (f"running, last {what} {seen.isoformat()} is {_span(age)} old "
+            return c.ALERT_STALE, (f"running, last {what} {seen.isoformat()} is {duration_text(age)} old "
                                    f"(stale after {stale_minutes:g} min)")
     return None
 
@@ -522,7 +522,11 @@ def promotion(root: Path, *, contract: PromotionContract | None = None) -> dict:
 
 # -- text for humans ---------------------------------------------------------------------------
 
-def _span(seconds: float | None) -> str:
+def duration_text(seconds: float | None) -> str:
+    """How long a session ran, for people: '45s', '12m 05s', '3h 02m 10s', '2d 04h 00m'.
+
+    The one formatter: the operator commands and the dashboard both use it.
+    """
     if seconds is None:
         return "-"
     s = int(round(seconds))
@@ -557,7 +561,7 @@ def format_list(records: list[SessionRecord]) -> str:
         return "no paper sessions"
     rows = [
         (r.session_id, r.status, "yes" if r.terminal else "no", _when(r.started_at or r.created_at),
-         _span(r.duration_seconds), r.issue or r.status_reason or "")
+         duration_text(r.duration_seconds), r.issue or r.status_reason or "")
         for r in records
     ]
     return _table(("SESSION", "STATUS", "TERMINAL", "STARTED", "DURATION", "REASON / ISSUE"), rows)
@@ -565,9 +569,9 @@ def format_list(records: list[SessionRecord]) -> str:
 
 def format_show(record: SessionRecord, *, now: datetime | None = None) -> str:
     if record.duration_seconds is not None:
-        ran = _span(record.duration_seconds)
+        ran = duration_text(record.duration_seconds)
     elif record.status == c.RUNNING and record.started_at and now is not None:
-        ran = f"{_span((_utc(now) - record.started_at).total_seconds())} so far (still running)"
+        ran = f"{duration_text((_utc(now) - record.started_at).total_seconds())} so far (still running)"
     else:
         ran = "still running" if record.status == c.RUNNING else "-"
     fields = [

@@ -238,4 +238,4 @@ def test_times_money_and_quantities_are_formatted():
     assert dashboard.price(3012.5) == "3,012.50" and dashboard.price(0.12345) == "0.1235"
     assert dashboard.pct(0.1234) == "12.34%" and dashboard.metric(0.2, "max_drawdown") == "20.00%"
     assert dashboard.metric(12, "num_trades") == "12" and dashboard.metric(1.23456, "sharpe") == "1.23"
-    assert dashboard.duration(3725) == "1 h 02 min" and dashboard.money(float("nan")) == "—"
+    assert dashboard.duration(3725) == "1h 02m 05s" and dashboard.duration(None) == "—" and dashboard.money(float("nan")) == "—"

@@ -186,21 +186,11 @@ def metric(value, key: str) -> str:
 
 @register.filter
 def duration(seconds) -> str:
-    """Seconds as '45 s', '12 min 05 s', '3 h 02 min', '2 d 4 h'."""
+    """How long something ran: the runbook's own wording, so the CLI and the pages agree."""
+    from paper.runbook import duration_text
+
     number = _number(seconds)
-    if number is None:
-        return DASH
-    s = int(round(number))
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    if d:
-        return f"{d} d {h} h"
-    if h:
-        return f"{h} h {m:02d} min"
-    if m:
-        return f"{m} min {s:02d} s"
-    return f"{s} s"
+    return DASH if number is None else duration_text(number)
 
 
 @register.filter
