@@ -5,6 +5,8 @@ DATABASE_URL switches to PostgreSQL; REDIS_URL switches Dramatiq and Channels to
 """
 from pathlib import Path
 
+import os
+
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -84,16 +86,22 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
     # Tests use a file (WAL, busy timeout) rather than the in-memory shared-cache database,
     # whose table locks fail at once when a session thread and the test thread both write.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}
+    # One file per test process, so two test runs in one checkout never flush each other's.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f".test-db-{os.getpid()}.sqlite3")}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # psycopg 3's pool, shared by a process's threads: a worker runs one long session per
     # thread and returns its connection after each bar, so 100 sessions need ~10 connections.
     pool_max = env.int("DATABASE_POOL_MAX", default=16)
     if pool_max > 0:
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-            "min_size": 1, "max_size": pool_max, "timeout": 30,
+            # Short: while PostgreSQL is down, a request waits this long for a connection
+            # before it answers 503, and a session retries.
+            "min_size": 1, "max_size": pool_max, "timeout": env.float("DATABASE_POOL_TIMEOUT", default=5.0),
         }
         DATABASES["default"]["CONN_MAX_AGE"] = 0
+        # The pool checks a connection before handing it out, so the first request after a
+        # PostgreSQL restart gets a fresh connection rather than a dead one.
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: Dramatiq broker and channel layer --------------------------------
@@ -104,13 +112,20 @@ if REDIS_URL:
         "BROKER": "dramatiq.brokers.redis.RedisBroker",
         # A worker that dies (SIGKILL, OOM) stops heartbeating; after this many ms another
         # worker requeues its unacked messages, and the session resumes from its ledger.
-        "OPTIONS": {"url": REDIS_URL, "heartbeat_timeout": env.int("DRAMATIQ_HEARTBEAT_TIMEOUT_MS", default=15000)},
+        "OPTIONS": {
+            "url": REDIS_URL,
+            "heartbeat_timeout": env.int("DRAMATIQ_HEARTBEAT_TIMEOUT_MS", default=15000),
+            # How many broker commands in a million also requeue dead workers' messages. The
+            # default (1,000) does that every ~15 minutes on an idle worker; 50,000 every few seconds.
+            "maintenance_chance": env.int("DRAMATIQ_MAINTENANCE_CHANCE", default=50_000),
+        },
         "MIDDLEWARE": [
             "dramatiq.middleware.AgeLimit",
             "dramatiq.middleware.TimeLimit",
             "dramatiq.middleware.Callbacks",
             "dramatiq.middleware.Retries",
             "django_dramatiq.middleware.DbConnectionsMiddleware",
+            "paper.worker.SessionSupervisor",
         ],
     }
     # Pub/sub layer: a group send is one PUBLISH that each daphne process fans out locally,
@@ -132,6 +147,7 @@ else:
             "dramatiq.middleware.Callbacks",
             "dramatiq.middleware.Retries",
             "django_dramatiq.middleware.DbConnectionsMiddleware",
+            "paper.worker.SessionSupervisor",
         ],
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -165,6 +181,16 @@ PAPER_POLL_SECONDS = env.float("PAPER_POLL_SECONDS", default=1.0)
 PAPER_WARMUP_BARS = env.int("PAPER_WARMUP_BARS", default=200)
 # A running session whose heartbeat is older than this is swept as aborted (worker lost).
 PAPER_STALE_SECONDS = env.float("PAPER_STALE_SECONDS", default=120.0)
+# Session supervision in every worker (paper.worker): how often to reconcile; a running
+# session with no heartbeat for PAPER_RESUME_AFTER_SECONDS is resumed elsewhere from its
+# ledger, at most PAPER_MAX_RESUMES times; a queued one is re-enqueued after PAPER_REQUEUE_AFTER_SECONDS.
+PAPER_RECONCILE_SECONDS = env.float("PAPER_RECONCILE_SECONDS", default=5.0)
+PAPER_RESUME_AFTER_SECONDS = env.float("PAPER_RESUME_AFTER_SECONDS", default=15.0)
+PAPER_MAX_RESUMES = env.int("PAPER_MAX_RESUMES", default=5)
+PAPER_REQUEUE_AFTER_SECONDS = env.float("PAPER_REQUEUE_AFTER_SECONDS", default=60.0)
+# How long a session waits out a database outage (retrying its write) before leaving itself
+# to the reconciler.
+PAPER_DB_OUTAGE_SECONDS = env.float("PAPER_DB_OUTAGE_SECONDS", default=60.0)
 # How long a stop / kill switch waits for sessions to acknowledge before forcing them aborted.
 PAPER_STOP_TIMEOUT_SECONDS = env.float("PAPER_STOP_TIMEOUT_SECONDS", default=2.0)
 # A live session's reports and charts are written this long after it ends (0 = at once, inline).
