@@ -3,9 +3,8 @@
 With nothing set it runs embedded: SQLite, in-memory channel layer, no Redis.
 DATABASE_URL switches to PostgreSQL; REDIS_URL switches Dramatiq and Channels to Redis.
 """
-from pathlib import Path
-
 import os
+from pathlib import Path
 
 import environ
 

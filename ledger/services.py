@@ -226,6 +226,23 @@ class RunClosed(Exception):
     """The run row is terminal (stopped or forced aborted): a session must write nothing more."""
 
 
+class LeaseLost(RunClosed):
+    """Another worker holds the run now (it was resumed elsewhere): this one must write nothing more."""
+
+
+def _check_lease(run: PaperTradingRun, worker_id: str | None) -> None:
+    # Fencing: a worker that stalled (a database outage, a long pause) while the run was
+    # handed to another worker must not write over the new holder's ledger.
+    if worker_id is not None and run.worker_id != worker_id:
+        raise LeaseLost(f"run {run.pk} is held by {run.worker_id or 'no worker (released)'}, not {worker_id}")
+
+
+def _fill_count(run_id: str) -> int:
+    # Counted, not incremented: a bar retried after a lost COMMIT acknowledgement inserts
+    # no fill twice (ON CONFLICT), and must not count one twice either.
+    return PaperFill.objects.filter(paper_run_id=run_id).count()
+
+
 def session_bar_persist(
     *,
     run_id: str,
@@ -236,16 +253,20 @@ def session_bar_persist(
     bars_processed: int,
     ending_equity: float,
     starting_cash: float,
+    worker_id: str | None = None,
 ) -> None:
     """One live bar, in one transaction: new fills, changed orders, the equity point, frames,
-    and the run row (counts, P&L, heartbeat). Raises RunClosed if the run is already terminal.
+    and the run row (counts, P&L, heartbeat). Raises RunClosed if the run is already terminal,
+    LeaseLost if `worker_id` no longer holds it.
 
     The run row is locked first, so a concurrent force-abort and this write never interleave.
+    Retrying the same bar is safe: every insert is keyed and the counts are recounted.
     """
     with transaction.atomic():
         run = PaperTradingRun.objects.select_for_update().get(pk=run_id)
         if run.is_terminal:
             raise RunClosed(run.status)
+        _check_lease(run, worker_id)
         orders_upsert(run=run, orders=orders)
         fills_insert(run_id=run.pk, fills=fills)
         if equity_point is not None:
@@ -255,7 +276,7 @@ def session_bar_persist(
                 ignore_conflicts=True,
             )
         frames_record(run=run, frames=frames)
-        num_fills = run.num_fills + len(fills) if fills else run.num_fills
+        num_fills = _fill_count(run.pk) if fills else run.num_fills
         PaperTradingRun.objects.filter(pk=run.pk).update(
             num_fills=num_fills,
             total_pnl=ending_equity - starting_cash,
@@ -281,15 +302,41 @@ def frames_record(*, run: PaperTradingRun, frames: Sequence[dict]) -> None:
     )
 
 
-def run_heartbeat(*, run_id: str) -> str:
-    """Touch the heartbeat; returns the run's stop request ('' if none).
+def run_release(*, run_id: str, worker_id: str, frames: Sequence[dict] = ()) -> bool:
+    """Give up a running run's lease (worker shutting down) so any worker may claim it at once.
+
+    False if the run is terminal or `worker_id` no longer holds it.
+    """
+    with transaction.atomic():
+        run = PaperTradingRun.objects.select_for_update().get(pk=run_id)
+        if run.is_terminal or run.worker_id != worker_id:
+            return False
+        frames_record(run=run, frames=frames)
+        PaperTradingRun.objects.filter(pk=run.pk).update(worker_id="", updated_at=timezone.now())
+    return True
+
+
+def frame_next_seq(run_id: str) -> int:
+    """The next frame seq of a run (call with the run row locked)."""
+    from ledger.models import PaperFrame
+
+    last = PaperFrame.objects.filter(paper_run_id=run_id).order_by("-seq").values_list("seq", flat=True).first()
+    return (last or 0) + 1
+
+
+LEASE_LOST = "lease_lost"
+
+
+def run_heartbeat(*, run_id: str, worker_id: str | None = None) -> str:
+    """Touch the heartbeat; returns the run's stop request ('' if none), or LEASE_LOST when
+    `worker_id` no longer holds the run.
 
     A database hiccup is not a reason to stop a session: it answers '' and the next poll retries.
     """
     from django.db import DatabaseError
 
     try:
-        return _run_heartbeat(run_id)
+        return _run_heartbeat(run_id, worker_id)
     except DatabaseError:
         import logging
 
@@ -298,13 +345,18 @@ def run_heartbeat(*, run_id: str) -> str:
         return ""
 
 
-def _run_heartbeat(run_id: str) -> str:
-    PaperTradingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(updated_at=timezone.now())
-    row = PaperTradingRun.objects.filter(pk=run_id).values("stop_requested", "status").first()
+def _run_heartbeat(run_id: str, worker_id: str | None) -> str:
+    live = PaperTradingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING)
+    if worker_id is not None:
+        live = live.filter(worker_id=worker_id)
+    live.update(updated_at=timezone.now())
+    row = PaperTradingRun.objects.filter(pk=run_id).values("stop_requested", "status", "worker_id").first()
     if row is None:
         return "deleted"
     if row["status"] in (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.ABORTED):
         return row["stop_requested"] or f"run is {row['status']}"
+    if worker_id is not None and row["worker_id"] != worker_id:
+        return LEASE_LOST
     return row["stop_requested"]
 
 
@@ -319,6 +371,7 @@ def run_finish(
     error_message: str = "",
     new_fills: Sequence[Fill] | None = None,
     changed_orders: Sequence[Order] | None = None,
+    worker_id: str | None = None,
 ) -> PaperTradingRun:
     """Close a live run: remaining orders/fills, metrics, final status and terminal frame.
 
@@ -332,6 +385,7 @@ def run_finish(
             # nothing the session did after that is recorded, except its goodbye frame.
             frames_record(run=run, frames=frames)
             return run
+        _check_lease(run, worker_id)
         orders_upsert(run=run, orders=result.orders if changed_orders is None else changed_orders)
         fills = result.fills if new_fills is None else new_fills
         fills_insert(run_id=run.pk, fills=fills)
@@ -341,7 +395,7 @@ def run_finish(
         run.error_type = error_type[:100]
         run.error_message = error_message
         run.ended_at = timezone.now()
-        run.num_fills = PaperFill.objects.filter(paper_run=run).count() if new_fills is None else run.num_fills + len(fills)
+        run.num_fills = _fill_count(run.pk)
         run.ending_equity = result.final_equity
         run.total_pnl = result.final_equity - run.starting_cash
         run.bars_processed = len(result.equity)

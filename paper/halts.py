@@ -23,9 +23,16 @@ class StopSignal(threading.Event):
     """An event that also carries why the session must stop (saves a DB read on wake-up)."""
 
     reason = ""
+    # Set when this process's worker is shutting down: the session hands itself to another
+    # worker (releases its lease and is enqueued again) instead of ending.
+    handoff = False
 
     def fire(self, reason: str) -> None:
         self.reason = self.reason or reason
+        self.set()
+
+    def fire_handoff(self) -> None:
+        self.handoff = True
         self.set()
 
 
@@ -52,6 +59,15 @@ def _wake(run_ids: list[str], reason: str) -> int:
         targets = list(_events.values()) if ALL in run_ids else [_events[r] for r in run_ids if r in _events]
     for event in targets:
         event.fire(reason)
+    return len(targets)
+
+
+def handoff_all() -> int:
+    """This process is shutting down: every session it runs hands itself over. Returns how many."""
+    with _lock:
+        targets = list(_events.values())
+    for event in targets:
+        event.fire_handoff()
     return len(targets)
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -45,6 +45,7 @@ REASON_OPERATOR_STOP = "operator_stop"
 REASON_WORKER_LOST = "worker_lost"
 REASON_RESUME_MISMATCH = "resume_mismatch"
 REASON_EXCEPTION = "exception"
+REASON_BROKER_UNAVAILABLE = "broker_unavailable"
 
 TERMINAL_STAGES = {
     RunStatus.SUCCESS: "session.completed",
@@ -173,7 +174,19 @@ def session_start(*, bot: Bot, request: SessionRequest, user=None, request_id: s
             request_id=request_id,
         )
         run_id = run.id
+    if connection.in_atomic_block:  # the caller's transaction: enqueue once it commits
         transaction.on_commit(lambda: session_enqueue(run_id))
+        return run
+    try:
+        session_enqueue(run_id)
+    except Exception as exc:  # the broker (Redis) is down: say so, and leave no run waiting forever
+        log.warning("could not enqueue paper session %s: %s", run_id, exc)
+        reason = f"{REASON_BROKER_UNAVAILABLE}: the session could not be queued ({type(exc).__name__})"
+        PaperTradingRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+            status=RunStatus.ABORTED, status_reason=reason[:200], ended_at=timezone.now())
+        raise AppError(REASON_BROKER_UNAVAILABLE,
+                       f"the task broker is unavailable, so the session was not started; retry shortly ({exc})",
+                       status=503, details={"run_id": run_id}) from None
     return run
 
 
@@ -212,21 +225,46 @@ def _claim(run_id: str, worker_id: str) -> PaperTradingRun | None:
 
 
 def session_execute(run_id: str, *, worker_id: str | None = None) -> str:
-    """Run (or resume) a session to its end. Returns the final status, or 'skipped'."""
+    """Run (or resume) a session to its end.
+
+    Returns the final status; 'skipped' (terminal, or another worker has it), 'handed_off'
+    (this worker is shutting down and enqueued it again), 'lease_lost' (it was resumed
+    elsewhere) or 'orphaned' (the database stayed down; the reconciler resumes it later).
+    """
     worker_id = worker_id or _worker_id()
     try:
-        run = _claim(run_id, worker_id)
+        try:
+            run = _claim(run_id, worker_id)
+        except (OperationalError, InterfaceError):
+            log.warning("session %s: database unavailable at claim; the reconciler will retry", run_id)
+            return "orphaned"
         if run is None:
             return "skipped"
-        return _SessionLoop(run).run()
+        return _SessionLoop(run, worker_id).run()
     finally:
+        _close_connection()
+
+
+def _close_connection() -> None:
+    try:
         connection.close()
+    except Exception:  # a connection broken by a database restart may fail to close cleanly
+        log.debug("closing a broken connection failed", exc_info=True)
+
+
+class DatabaseOutage(Exception):
+    """The database stayed unavailable longer than PAPER_DB_OUTAGE_SECONDS."""
+
+
+class _Handoff(Exception):
+    """This process's worker is shutting down: hand the session to another worker."""
 
 
 class _SessionLoop:
-    def __init__(self, run: PaperTradingRun):
+    def __init__(self, run: PaperTradingRun, worker_id: str):
         self.row = run
         self.run_id = run.id
+        self.worker_id = worker_id
         self.plan = run.config_snapshot["session"]
         self.pending: list[dict] = []
         self.seq = PaperFrame.objects.filter(paper_run_id=run.id).aggregate(m=Max("seq"))["m"] or 0
@@ -253,9 +291,10 @@ class _SessionLoop:
             "equity": self.row.starting_cash, "cash": self.row.starting_cash, "positions": {}}
         self.emit(stage, message, {**snap, **extras})
 
-    def flush_frames(self) -> None:
+    def take_frames(self) -> list[dict]:
+        """The frames to store with this write; frames emitted meanwhile go with the next one."""
         frames, self.pending = self.pending, []
-        frames_publish(self.run_id, frames)
+        return frames
 
     # the loop -----------------------------------------------------------------------------------
     def run(self) -> str:
@@ -281,12 +320,69 @@ class _SessionLoop:
             self.persist(bars_processed=done)
             engine.on_event = self.emit
             return self.loop(engine, live, done)
+        except _Handoff:
+            return self.handoff()
+        except ledger.LeaseLost as exc:
+            log.warning("session %s: %s; this worker stops writing", self.run_id, exc)
+            return "lease_lost"
+        except (DatabaseOutage, OperationalError, InterfaceError) as exc:
+            # Nothing can be recorded now; the run stays running in the ledger, its heartbeat
+            # goes stale and the reconciler resumes it from the ledger once the database is back.
+            log.error("session %s: database unavailable (%s); leaving it to the reconciler", self.run_id, exc)
+            return "orphaned"
         except Exception as exc:
             log.exception("paper session %s failed", self.run_id)
-            return self.finish(RunStatus.FAILED, f"{REASON_EXCEPTION}: {type(exc).__name__}",
-                               error_type=type(exc).__name__, error_message=str(exc)[:2000])
+            try:
+                return self.finish(RunStatus.FAILED, f"{REASON_EXCEPTION}: {type(exc).__name__}",
+                                   error_type=type(exc).__name__, error_message=str(exc)[:2000])
+            except (ledger.RunClosed, DatabaseOutage):
+                return "orphaned"
         finally:
             halts.session_event_drop(self.run_id)
+
+    # database outages ---------------------------------------------------------------------------
+    def db_retry(self, fn, *, note: bool = True):
+        """Call `fn` (one ledger transaction) until it succeeds, for up to PAPER_DB_OUTAGE_SECONDS.
+
+        A PostgreSQL restart or failover takes seconds; the session waits it out and catches
+        up rather than failing. Each write is idempotent, so retrying one is safe.
+        """
+        started = None
+        delay = 0.1
+        while True:
+            try:
+                result = fn()
+            except (OperationalError, InterfaceError) as exc:
+                _close_connection()
+                now = time.monotonic()
+                if started is None:
+                    started = now
+                    log.warning("session %s: database unavailable (%s); retrying", self.run_id, exc)
+                if now - started > settings.PAPER_DB_OUTAGE_SECONDS:
+                    raise DatabaseOutage(f"database unavailable for {now - started:.1f} s: {exc}") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if started is not None:
+                outage = time.monotonic() - started
+                log.warning("session %s: database back after %.1f s", self.run_id, outage)
+                if note:  # stored with the next bar's write
+                    self.session_frame("session.recovered", f"database unavailable for {outage:.1f} s; the session caught up",
+                                   incident="database_unavailable", outage_seconds=round(outage, 3))
+            return result
+
+    def handoff(self) -> str:
+        """Release the lease and enqueue the session again: another worker resumes it from the ledger."""
+        done = self.engine.bars_processed if self.engine is not None else self.row.bars_processed
+        self.session_frame("session.handoff", f"worker shutting down at bar {done}; the session moves to another worker")
+        frames = self.take_frames()
+        if not self.db_retry(lambda: ledger.run_release(run_id=self.run_id, worker_id=self.worker_id, frames=frames),
+                             note=False):
+            return "lease_lost"
+        frames_publish(self.run_id, frames)
+        session_enqueue(self.run_id)
+        log.info("session %s handed off at bar %d", self.run_id, done)
+        return "handed_off"
 
     def loop(self, engine: Engine, live: Bars, done: int) -> str:
         event = halts.session_event(self.run_id)
@@ -300,11 +396,15 @@ class _SessionLoop:
             while True:
                 now = time.monotonic()
                 if event.is_set():
+                    if event.handoff:
+                        raise _Handoff
                     stop_reason = event.reason or ledger.run_heartbeat(run_id=self.run_id) or f"{REASON_OPERATOR_STOP}: stop requested"
                     break
                 if now >= next_poll:
-                    stop_reason = ledger.run_heartbeat(run_id=self.run_id)
-                    connection.close()
+                    stop_reason = ledger.run_heartbeat(run_id=self.run_id, worker_id=self.worker_id)
+                    _close_connection()
+                    if stop_reason == ledger.LEASE_LOST:
+                        raise ledger.LeaseLost(f"run {self.run_id} was resumed by another worker")
                     self._artifacts_call(self.artifacts.heartbeat, bars_processed=engine.bars_processed)
                     next_poll = now + poll
                     if stop_reason:
@@ -341,15 +441,17 @@ class _SessionLoop:
         changed = [o for o in broker.orders if self.order_state.get(o.client_order_id) != (o.status, o.filled_qty)]
         point = engine.last_point() if engine.bars_processed else None
         equity = point[2] if point else self.row.starting_cash
-        ledger.session_bar_persist(
-            run_id=self.run_id, fills=fills, orders=changed, equity_point=point, frames=self.pending,
+        frames = self.take_frames()
+        self.db_retry(lambda: ledger.session_bar_persist(
+            run_id=self.run_id, fills=fills, orders=changed, equity_point=point, frames=frames,
             bars_processed=bars_processed, ending_equity=equity, starting_cash=self.row.starting_cash,
-        )
-        connection.close()  # back to the pool between bars
+            worker_id=self.worker_id,
+        ))
+        _close_connection()  # back to the pool between bars
         self.persisted_fills = len(broker.fills)
         for o in changed:
             self.order_state[o.client_order_id] = (o.status, o.filled_qty)
-        self.flush_frames()
+        frames_publish(self.run_id, frames)
 
     def _ledger_matches(self, engine: Engine) -> bool:
         recorded = list(PaperFill.objects.filter(paper_run_id=self.run_id).order_by("fill_id")
@@ -369,19 +471,22 @@ class _SessionLoop:
         stage = TERMINAL_STAGES[status]
         self.session_frame(stage, f"session {status}: {reason}", status=status, status_reason=reason,
                            **({"error_type": error_type, "error_message": error_message} if error_type else {}))
+        frames = self.take_frames()
         if engine is not None:
             broker = engine.broker
-            final = ledger.run_finish(
-                run_id=self.run_id, result=engine.result(), status=status, status_reason=reason, frames=self.pending,
-                error_type=error_type, error_message=error_message,
-                new_fills=broker.fills[self.persisted_fills:],
-                changed_orders=[o for o in broker.orders
-                                if self.order_state.get(o.client_order_id) != (o.status, o.filled_qty)],
-            )
+            result = engine.result()
+            new_fills = broker.fills[self.persisted_fills:]
+            changed = [o for o in broker.orders if self.order_state.get(o.client_order_id) != (o.status, o.filled_qty)]
+            final = self.db_retry(lambda: ledger.run_finish(
+                run_id=self.run_id, result=result, status=status, status_reason=reason, frames=frames,
+                error_type=error_type, error_message=error_message, new_fills=new_fills, changed_orders=changed,
+                worker_id=self.worker_id,
+            ), note=False)
         else:
-            final = _fail_without_engine(self.run_id, status, reason, self.pending, error_type, error_message)
-        connection.close()
-        self.flush_frames()
+            final = self.db_retry(lambda: _fail_without_engine(self.run_id, status, reason, frames, error_type,
+                                                               error_message), note=False)
+        _close_connection()
+        frames_publish(self.run_id, frames)
         # Artifacts last: the DB (what a stop waits for) and the frames come first.
         self._artifacts_finish(final, error_type, error_message)
         return final.status
@@ -554,6 +659,87 @@ def sessions_sweep_stale(*, stale_seconds: float | None = None) -> list[str]:
         if n:
             swept.append(pk)
     return swept
+
+
+WORKER_LOST_STAGE = "session.worker_lost"
+
+
+def _enqueue_quietly(run_id: str) -> None:
+    try:
+        session_enqueue(run_id)
+    except Exception:  # the broker is down too: the next reconcile tries again
+        log.warning("reconcile: could not enqueue session %s", run_id, exc_info=True)
+
+
+def _artifacts_later(run_id: str) -> None:
+    from paper.actors import write_session_artifacts
+
+    try:
+        write_session_artifacts.send(run_id)
+    except Exception:
+        log.warning("reconcile: could not queue the artifacts of %s", run_id, exc_info=True)
+
+
+def sessions_reconcile(*, now: datetime | None = None) -> dict:
+    """Get sessions that no worker is running going again, or end them with a reason.
+
+    - running, heartbeat older than PAPER_RESUME_AFTER_SECONDS: its worker died (SIGKILL,
+      OOM, a lost host) or could not reach the database. Release the lease and enqueue it:
+      it resumes from the ledger (`session.worker_lost`, then `session.resumed`). After
+      PAPER_MAX_RESUMES such resumes, or no heartbeat for PAPER_STALE_SECONDS, it ends
+      aborted with reason `worker_lost`.
+    - queued longer than PAPER_REQUEUE_AFTER_SECONDS: its message may be gone (Redis
+      restarted without persistence). Enqueue it again; a duplicate is skipped at claim.
+
+    Every worker process runs this every PAPER_RECONCILE_SECONDS (paper.worker); each change
+    is a conditional update under the row lock, so concurrent reconcilers do each thing once.
+    """
+    from ledger.models import PaperFrame
+
+    now = now or timezone.now()
+    resume_after = timedelta(seconds=settings.PAPER_RESUME_AFTER_SECONDS)
+    stale_after = settings.PAPER_STALE_SECONDS
+    report: dict[str, list[str]] = {"resumed": [], "aborted": [], "requeued": []}
+    stale = PaperTradingRun.objects.filter(mode="live", status=RunStatus.RUNNING, updated_at__lt=now - resume_after)
+    for pk, seen in stale.values_list("pk", "updated_at"):
+        with transaction.atomic():
+            run = PaperTradingRun.objects.select_for_update().filter(
+                pk=pk, status=RunStatus.RUNNING, updated_at=seen).first()
+            if run is None:
+                continue  # it moved on, or another reconciler got there first
+            age = (now - seen).total_seconds()
+            lost = PaperFrame.objects.filter(paper_run_id=pk, stage=WORKER_LOST_STAGE).count()
+            holder = run.worker_id or "no worker"
+            frame = {"task_id": pk, "timestamp": now.isoformat(), "seq": ledger.frame_next_seq(pk),
+                     "equity": run.ending_equity if run.ending_equity is not None else run.starting_cash,
+                     "bars_done": run.bars_processed, "incident": REASON_WORKER_LOST}
+            if age > stale_after or lost >= settings.PAPER_MAX_RESUMES:
+                why = (f"no heartbeat since {seen:%Y-%m-%d %H:%M:%S} UTC" if age > stale_after
+                       else f"worker lost again after {lost} resumes")
+                reason = f"{REASON_WORKER_LOST}: {why}"
+                ledger.frames_record(run=run, frames=[{**frame, "stage": TERMINAL_STAGES[RunStatus.ABORTED],
+                                                       "message": f"session aborted: {reason}",
+                                                       "status": RunStatus.ABORTED, "status_reason": reason}])
+                PaperTradingRun.objects.filter(pk=pk).update(status=RunStatus.ABORTED, status_reason=reason[:200],
+                                                             ended_at=now, worker_id="")
+                report["aborted"].append(pk)
+                transaction.on_commit(lambda pk=pk: _artifacts_later(pk))
+            else:
+                message = (f"no heartbeat for {age:.0f} s from {holder} at bar {run.bars_processed}; resuming on "
+                           f"another worker (resume {lost + 1} of at most {settings.PAPER_MAX_RESUMES})")
+                ledger.frames_record(run=run, frames=[{**frame, "stage": WORKER_LOST_STAGE, "message": message}])
+                PaperTradingRun.objects.filter(pk=pk).update(worker_id="", updated_at=now)
+                report["resumed"].append(pk)
+                transaction.on_commit(lambda pk=pk: _enqueue_quietly(pk))
+    requeue_after = timedelta(seconds=settings.PAPER_REQUEUE_AFTER_SECONDS)
+    waiting = PaperTradingRun.objects.filter(mode="live", status=RunStatus.QUEUED, updated_at__lt=now - requeue_after)
+    for pk, seen in waiting.values_list("pk", "updated_at"):
+        if PaperTradingRun.objects.filter(pk=pk, status=RunStatus.QUEUED, updated_at=seen).update(updated_at=now):
+            report["requeued"].append(pk)
+            _enqueue_quietly(pk)
+    if any(report.values()):
+        log.warning("reconcile: %s", {k: v for k, v in report.items() if v})
+    return report
 
 
 def sessions_resume_orphans() -> list[str]:

@@ -62,3 +62,25 @@ def _outputs_in_tmp(settings, tmp_path):
     """Artifacts of every test go to its own temporary folder, never into the repository."""
     settings.OUTPUTS_DIR = tmp_path / "outputs"
     settings.PAPER_ARTIFACTS_DELAY_MS = 0  # inline; tests/test_actors.py covers the delayed actor
+    # No background reconciler thread in workers that tests start; tests call sessions_reconcile().
+    settings.PAPER_RECONCILE_SECONDS = 0
+
+
+@pytest.fixture
+def stub_broker():
+    """Dramatiq's StubBroker behind the paper actors (a real broker, in memory), restored after."""
+    from dramatiq.brokers.stub import StubBroker
+
+    from paper.actors import run_paper_session, write_session_artifacts
+
+    broker = StubBroker()
+    broker.emit_after("process_boot")
+    actors = (run_paper_session, write_session_artifacts)
+    previous = [a.broker for a in actors]
+    for actor in actors:
+        actor.broker = broker
+        broker.declare_actor(actor)
+    yield broker
+    for actor, old in zip(actors, previous, strict=True):
+        actor.broker = old
+    broker.flush_all()

@@ -5,29 +5,13 @@ from datetime import date
 
 import dramatiq
 import pytest
-from dramatiq.brokers.stub import StubBroker
 
 from bots.services import backtest_run, bot_create
 from ledger.models import PaperTradingRun
-from paper.actors import run_paper_session, write_session_artifacts
+from paper.actors import run_paper_session
 from paper.sessions import SessionRequest, session_start
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def stub_broker():
-    broker = StubBroker()
-    broker.emit_after("process_boot")
-    actors = (run_paper_session, write_session_artifacts)
-    previous = [a.broker for a in actors]
-    for actor in actors:
-        actor.broker = broker
-        broker.declare_actor(actor)
-    yield broker
-    for actor, old in zip(actors, previous, strict=True):
-        actor.broker = old
-    broker.flush_all()
 
 
 @pytest.fixture
