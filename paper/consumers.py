@@ -1,10 +1,13 @@
 """`ws/paper/<paper_run_id>`: a session's stage frames, the recent stored ones first, then live.
 
-Frames are `{task_id, stage, message, timestamp, **extras}` with `equity` and `positions`.
+Frames are `{task_id, stage, message, timestamp, seq, **extras}` with `equity` and `positions`.
+A client that reconnects asks for `?after_seq=N` (the last seq it saw) and gets exactly the
+frames it missed, then live ones: a server restart or a network drop costs no frame.
 """
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -14,15 +17,32 @@ from paper.frames import bind_server_loop, group_name
 
 # Client messages are not part of the protocol; anything big is refused outright.
 MAX_CLIENT_MESSAGE = 4096
+# At most this many missed frames are replayed to a reconnecting client (?after_seq=); one
+# that missed more reads the rest from GET /paper/{id}/frames?after_seq=.
+MAX_CATCH_UP = 10_000
+
+
+def _after_seq(scope) -> int | None:
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("after_seq")
+    if not values:
+        return None
+    try:
+        value = int(values[-1])
+    except ValueError:
+        return None
+    return value if 0 <= value < 2**62 else None
 
 
 @database_sync_to_async
-def _backlog(run_id: str, limit: int) -> list[dict] | None:
+def _backlog(run_id: str, limit: int, after_seq: int | None = None) -> list[dict] | None:
     from ledger.models import PaperFrame, PaperTradingRun
 
     if not PaperTradingRun.objects.filter(pk=run_id).exists():
         return None
-    frames = list(PaperFrame.objects.filter(paper_run_id=run_id).order_by("-seq").values_list("payload", flat=True)[:limit])
+    stored = PaperFrame.objects.filter(paper_run_id=run_id)
+    if after_seq is not None:
+        return list(stored.filter(seq__gt=after_seq).order_by("seq").values_list("payload", flat=True)[:MAX_CATCH_UP])
+    frames = list(stored.order_by("-seq").values_list("payload", flat=True)[:limit])
     frames.reverse()
     return frames
 
@@ -39,11 +59,12 @@ class PaperFramesConsumer(AsyncJsonWebsocketConsumer):
         bind_server_loop(asyncio.get_running_loop())
         self.run_id = self.scope["url_route"]["kwargs"]["paper_run_id"]
         self.group = group_name(self.run_id)
-        self.last_seq = 0
+        after_seq = _after_seq(self.scope)
+        self.last_seq = after_seq or 0
         # Join the group before reading the backlog: a frame stored after the read is then
         # also delivered live, and the seq check drops the ones already sent.
         await self.channel_layer.group_add(self.group, self.channel_name)
-        backlog = await _backlog(self.run_id, settings.PAPER_FRAME_BACKLOG)
+        backlog = await _backlog(self.run_id, settings.PAPER_FRAME_BACKLOG, after_seq)
         if backlog is None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
             await self.close(code=4404)

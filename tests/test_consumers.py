@@ -62,6 +62,23 @@ async def test_it_sends_the_backlog_then_live_frames_in_order():
     await ws.disconnect()
 
 
+@pytest.mark.parametrize("after_seq,expected", [("3", [4, 5, 6]), ("0", [1, 2, 3, 4, 5, 6]), ("6", []),
+                                                ("junk", [1, 2, 3, 4, 5, 6])])
+async def test_a_reconnecting_client_gets_exactly_the_frames_after_its_last_seq(settings, after_seq, expected):
+    settings.PAPER_FRAME_BACKLOG = 200
+    run_id, token = await make_run(n_frames=6)
+    ws = connect(f"/ws/paper/{run_id}?token={token}&after_seq={after_seq}")
+    connected, _ = await ws.connect()
+    assert connected
+    got = [(await ws.receive_json_from())["seq"] for _ in expected]
+    assert got == expected
+    assert await ws.receive_nothing(timeout=0.2)
+    # Live frames at or below what the client already has are not sent again.
+    await asyncio.to_thread(frames_publish, run_id, [frame(run_id, 6), frame(run_id, 7)])
+    assert (await ws.receive_json_from(timeout=2))["seq"] == 7
+    await ws.disconnect()
+
+
 async def test_a_bearer_header_works_without_origin():
     run_id, token = await make_run(n_frames=1)
     ws = connect(f"/ws/paper/{run_id}", [(b"authorization", f"Bearer {token}".encode())])
