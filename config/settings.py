@@ -46,6 +46,8 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees what views raise: a database or Redis outage is a 503 with the reason.
+    "config.middleware.DependencyUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

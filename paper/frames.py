@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
@@ -54,9 +55,17 @@ async def _send(run_id: str, frames: list[dict]) -> None:
     await get_channel_layer().group_send(group_name(run_id), frames_message(frames))
 
 
+# After a failed send (Redis down), live delivery pauses this long: a session must not spend
+# its bars waiting on a channel layer that is not there. Clients read what they missed back
+# from the ledger when they reconnect.
+RETRY_AFTER_SECONDS = 1.0
+_down_until = 0.0
+
+
 def frames_publish(run_id: str, frames: list[dict], *, wait: float = 2.0) -> None:
     """Send stored frames to live subscribers; a failure only costs live delivery."""
-    if not frames:
+    global _down_until
+    if not frames or time.monotonic() < _down_until:
         return
     loop = _publisher_loop()
     if loop is None:
@@ -64,5 +73,8 @@ def frames_publish(run_id: str, frames: list[dict], *, wait: float = 2.0) -> Non
     future = asyncio.run_coroutine_threadsafe(_send(run_id, frames), loop)
     try:
         future.result(timeout=wait)
-    except Exception:
-        log.warning("frames for %s not delivered live", run_id, exc_info=True)
+    except Exception as exc:
+        future.cancel()
+        _down_until = time.monotonic() + RETRY_AFTER_SECONDS
+        log.warning("frames for %s not delivered live (%s); live delivery pauses %.0f s",
+                    run_id, exc or type(exc).__name__, RETRY_AFTER_SECONDS)
