@@ -61,6 +61,13 @@ class PaperTradingRun(models.Model):
     class Meta:
         db_table = "paper_trading_runs"
         ordering = ["-started_at", "-created_at"]
+        # The session list pages newest first (ledger.selectors.runs_list), whole or by status or bot:
+        # an index in that order reads one page instead of sorting every run.
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="paper_runs_created"),
+            models.Index(fields=["status", "-created_at", "-id"], name="paper_runs_status_created"),
+            models.Index(fields=["bot", "-created_at", "-id"], name="paper_runs_bot_created"),
+        ]
 
     def __str__(self) -> str:
         return self.id
@@ -123,7 +130,8 @@ class PaperFill(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["paper_run", "fill_id"], name="uniq_fill_per_run"),
         ]
-        indexes = [models.Index(fields=["paper_run", "filled_at"], name="paper_fills_run_time")]
+        # A run's fills page (ledger.selectors.run_fills) in index order, no sort; the count by run too.
+        indexes = [models.Index(fields=["paper_run", "filled_at", "id"], name="paper_fills_run_time_id")]
 
     def __str__(self) -> str:
         return f"{self.fill_id} {self.side} {self.qty:g} {self.symbol} @ {self.price:g}"
