@@ -69,6 +69,9 @@ ALERT_FAILED = "PAPER_SESSION_FAILED"
 ALERT_ABORTED = "PAPER_SESSION_ABORTED"
 ALERT_STALE = "PAPER_SESSION_STALE"
 ALERT_UNREADABLE = "PAPER_SESSION_UNREADABLE"
+# A session that recovered from a fault (its worker died and it resumed elsewhere, or it waited
+# out a database outage): it may have ended well, but an operator should know it happened.
+ALERT_INCIDENT = "PAPER_SESSION_INCIDENT"
 
 # status_reason codes a risk halt / kill switch / operator stop start with.
 REASON_RISK_HALT = "risk_halt"

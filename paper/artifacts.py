@@ -137,6 +137,13 @@ class RunArtifacts:
                             error_type=error_type or None, error_message=error_message or None)
         write_json(self.path(c.STATUS), self._status)
 
+    def incidents_set(self, incidents: list[dict]) -> None:
+        """Record the faults the session recovered from (status.json `incidents`)."""
+        if not self._status:
+            return
+        self._status["incidents"] = incidents
+        write_json(self.path(c.STATUS), self._status)
+
     def load_status(self) -> None:
         """Pick up an existing status file (a later process finishing this folder)."""
         try:

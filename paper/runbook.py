@@ -60,6 +60,8 @@ class SessionRecord:
     # Everything wrong with the folder itself (unreadable or inconsistent files), worst first.
     problems: list[str] = field(default_factory=list)
     issue: str | None = None
+    # Faults the session recovered from (status.json `incidents`): {at, kind, message}.
+    incidents: list[dict] = field(default_factory=list)
 
     @property
     def unreadable(self) -> bool:
@@ -158,6 +160,9 @@ def session_read(session_dir: Path) -> SessionRecord:
         record.started_at = _time(status_doc, "started_at", c.STATUS, problems)
         record.finished_at = _time(status_doc, "finished_at", c.STATUS, problems)
         record.updated_at = _time(status_doc, "updated_at", c.STATUS, problems)
+        incidents = status_doc.get("incidents")
+        if isinstance(incidents, list):
+            record.incidents = [i for i in incidents if isinstance(i, dict) and isinstance(i.get("message"), str)]
         if record.started_at and record.finished_at:
             seconds = (record.finished_at - record.started_at).total_seconds()
             if seconds < 0:
@@ -330,6 +335,10 @@ def _alert_for(record: SessionRecord, *, now: datetime, stale_minutes: float) ->
             what = "updated_at" if record.updated_at else "started_at"
             return c.ALERT_STALE, (f"running, last {what} {seen.isoformat()} is {duration_text(age)} old "
                                    f"(stale after {stale_minutes:g} min)")
+    if record.incidents:
+        n = len(record.incidents)
+        listed = "; ".join(i["message"] for i in record.incidents[:3]) + ("; ..." if n > 3 else "")
+        return c.ALERT_INCIDENT, f"recovered from {n} incident{'s' if n > 1 else ''}: {listed}"
     return None
 
 

@@ -315,7 +315,7 @@ class _SessionLoop:
                 self.session_frame("session.resumed", f"resumed at bar {done} of {len(live)}", bars_done=done)
             else:
                 self.session_frame("session.started",
-                                   f"{run.symbol} {run.timeframe} ({live.label}), {len(live)} bars, pace {self.plan['pace']:g}",
+                                   f"{live.label}, {len(live)} bars, pace {self.plan['pace']:g}",
                                    data_label=live.label, bars_total=len(live))
             self.persist(bars_processed=done)
             engine.on_event = self.emit
@@ -501,7 +501,10 @@ class _SessionLoop:
     def _artifacts_start(self, config: BotConfig, live: Bars) -> None:
         run = self.row
         if self.artifacts.path(artifact_contract.STATUS).exists():
-            return  # a resumed session keeps its folder
+            # A resumed session keeps its folder, goes on heartbeating it, and says why it resumed.
+            self.artifacts.load_status()
+            self._artifacts_call(self.artifacts.incidents_set, incidents=session_incidents(self.run_id))
+            return
         metadata = {
             "mode": "live", "request_id": run.request_id, "bot_id": run.bot_id,
             "bot_name": run.bot.name, "strategy": config.strategy, "ticker": run.symbol, "timeframe": run.timeframe,
@@ -532,6 +535,16 @@ class _SessionLoop:
             self._artifacts_call(session_artifacts_write, run_id=self.run_id)
 
 
+INCIDENT_STAGES = ("session.worker_lost", "session.recovered")
+
+
+def session_incidents(run_id: str) -> list[dict]:
+    """The faults a session recovered from, from its stored frames (for status.json and alerts)."""
+    frames = PaperFrame.objects.filter(paper_run_id=run_id, stage__in=INCIDENT_STAGES).order_by("seq")
+    return [{"at": p.get("timestamp"), "kind": p.get("incident", stage), "message": message}
+            for stage, message, p in frames.values_list("stage", "message", "payload")]
+
+
 def session_artifacts_write(*, run_id: str) -> None:
     """Write a live session's reports, trades and charts from the ledger (idempotent)."""
     from paper.replay import paper_index_refresh
@@ -539,6 +552,7 @@ def session_artifacts_write(*, run_id: str) -> None:
     run = PaperTradingRun.objects.select_related("bot").get(pk=run_id)
     artifacts = RunArtifacts(settings.OUTPUTS_DIR / "paper_sessions", run.id)
     artifacts.load_status()
+    artifacts.incidents_set(session_incidents(run.id))
     result = _LedgerResult.load(run)
     n = len(result.equity)
     label = f"{run.symbol} {run.timeframe}" + (" (synthetic)" if run.data_source == "synthetic" else "")

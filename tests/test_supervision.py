@@ -86,7 +86,7 @@ def test_a_worker_that_lost_its_lease_writes_nothing_more(ready_bot, stub_broker
 
 # --- the reconciler ---------------------------------------------------------------------------------
 
-def test_the_reconciler_resumes_a_session_whose_worker_died(ready_bot, stub_broker, monkeypatch):
+def test_the_reconciler_resumes_a_session_whose_worker_died(ready_bot, stub_broker, monkeypatch, settings):
     reference = start(ready_bot)
     session_execute(reference.id)
     run = start(ready_bot)
@@ -111,6 +111,13 @@ def test_the_reconciler_resumes_a_session_whose_worker_died(ready_bot, stub_brok
     assert seqs == list(range(1, len(seqs) + 1))
     lost = PaperFrame.objects.get(paper_run=run, stage="session.worker_lost").payload
     assert "no heartbeat" in lost["message"] and "dead" in lost["message"] and lost["incident"] == "worker_lost"
+    # The runbook's alerts say what happened, though the session ended well.
+    from paper.runbook import alerts
+
+    snapshot = alerts(settings.OUTPUTS_DIR / "paper_sessions", now=timezone.now())
+    (alert,) = [x for x in snapshot["alerts"] if x["session_id"] == run.id]
+    assert alert["code"] == "PAPER_SESSION_INCIDENT" and alert["status"] == "success"
+    assert "recovered from 1 incident: no heartbeat for" in alert["message"]
 
 
 def test_a_session_that_keeps_losing_its_worker_ends_aborted_with_the_reason(ready_bot, stub_broker, settings):
@@ -178,7 +185,7 @@ def test_a_shutting_down_worker_hands_its_sessions_over(ready_bot, stub_broker):
 
 # --- database outages -------------------------------------------------------------------------------
 
-def test_a_session_waits_out_a_database_outage_and_records_it(ready_bot, stub_broker, monkeypatch):
+def test_a_session_waits_out_a_database_outage_and_records_it(ready_bot, stub_broker, monkeypatch, settings):
     """Fault injection at the ledger boundary; tests/e2e/test_faults.py restarts a real PostgreSQL."""
     reference = start(ready_bot)
     session_execute(reference.id)
@@ -198,6 +205,10 @@ def test_a_session_waits_out_a_database_outage_and_records_it(ready_bot, stub_br
     assert fills(run) == fills(reference)
     recovered = PaperFrame.objects.get(paper_run=run, stage="session.recovered").payload
     assert recovered["incident"] == "database_unavailable" and recovered["outage_seconds"] > 0
+    from paper.runbook import session_read
+
+    record = session_read(settings.OUTPUTS_DIR / "paper_sessions" / run.id)
+    assert [i["kind"] for i in record.incidents] == ["database_unavailable"]
 
 
 def test_a_database_outage_longer_than_the_limit_leaves_the_session_to_the_reconciler(
