@@ -73,27 +73,41 @@ class Stack:
 
     def start(self, timeout: float = 90.0) -> Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        worker = "auto" if self.mode == "embedded" else "no"
-        self._spawn(["serve", "--port", str(self.port), "--worker", worker], "serve.log")
+        self.start_serve(timeout)
         if self.mode == "services":
-            # A session holds its message for its whole life: prefetch no more than a process
-            # has threads, or sessions wait behind busy threads while another process idles.
-            self.env["dramatiq_queue_prefetch"] = str(self.threads)
-            self._spawn(["rundramatiq", "--processes", str(self.processes), "--threads", str(self.threads),
-                         "--queues", "paper"], "worker.log")
+            self.add_worker()
+        return self
+
+    def start_serve(self, timeout: float = 90.0, *, log_name: str = "serve.log") -> subprocess.Popen:
+        """(Re)start the daphne process on this stack's port; waits until it answers."""
+        worker = "auto" if self.mode == "embedded" else "no"
+        self.serve = self._spawn(["serve", "--port", str(self.port), "--worker", worker], log_name)
         deadline = time.time() + timeout
-        log = self.workdir / "serve.log"
+        log = self.workdir / log_name
         while time.time() < deadline:
             text = log.read_text() if log.exists() else ""
             m = re.search(r"TOKEN=(\S+)", text)
             b = re.search(r"demo bot\s+id (\d+)", text)
             if m and b and self._http_up():
                 self.token, self.demo_bot_id = m.group(1), int(b.group(1))
-                return self
-            if any(p.poll() is not None for p in self.procs):
-                raise RuntimeError(f"stack process exited:\n{text[-3000:]}")
+                return self.serve
+            if self.serve.poll() is not None:
+                raise RuntimeError(f"serve exited:\n{text[-3000:]}")
             time.sleep(0.2)
         raise RuntimeError(f"stack did not come up in {timeout} s:\n{log.read_text()[-3000:]}")
+
+    def add_worker(self, *, processes: int | None = None, log_name: str = "worker.log") -> subprocess.Popen:
+        """Start a `rundramatiq` supervisor (another one is like another worker host)."""
+        # A session holds its message for its whole life: prefetch no more than a process
+        # has threads, or sessions wait behind busy threads while another process idles.
+        self.env["dramatiq_queue_prefetch"] = str(self.threads)
+        return self._spawn(["rundramatiq", "--processes", str(processes or self.processes), "--threads",
+                            str(self.threads), "--queues", "paper"], log_name)
+
+    def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+        """Signal a process this stack started (its whole process group) and reap it."""
+        os.killpg(proc.pid, sig)
+        proc.wait(30)
 
     def _http_up(self) -> bool:
         try:
@@ -104,10 +118,10 @@ class Stack:
         except OSError:
             return False
 
-    def worker_pids(self) -> list[int]:
-        """PIDs of the rundramatiq worker processes (children of the dramatiq supervisor)."""
+    def worker_pids(self, supervisor: subprocess.Popen | None = None) -> list[int]:
+        """PIDs of the rundramatiq worker processes (children of the dramatiq supervisors)."""
         out = subprocess.run(["pgrep", "-f", "dramatiq"], capture_output=True, text=True).stdout.split()
-        mine = {p.pid for p in self.procs}
+        mine = {p.pid for p in self.procs} if supervisor is None else {supervisor.pid}
         pids = []
         for pid in map(int, out):
             try:

@@ -47,6 +47,14 @@ def _backlog(run_id: str, limit: int, after_seq: int | None = None) -> list[dict
     return frames
 
 
+@database_sync_to_async
+def _frames_between(run_id: str, after_seq: int, before_seq: int) -> list[dict]:
+    from ledger.models import PaperFrame
+
+    return list(PaperFrame.objects.filter(paper_run_id=run_id, seq__gt=after_seq, seq__lt=before_seq)
+                .order_by("seq").values_list("payload", flat=True)[:MAX_CATCH_UP])
+
+
 class PaperFramesConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -95,6 +103,13 @@ class PaperFramesConsumer(AsyncJsonWebsocketConsumer):
         await super().dispatch(message)
 
     async def paper_frames(self, event: dict) -> None:
+        first = next((seq for seq, _ in event["frames"] if seq > self.last_seq), None)
+        if first is not None and first > self.last_seq + 1 and self.last_seq:
+            # A gap: frames published while the channel layer was down (a Redis restart) never
+            # arrived. They are in the ledger: send them first, so the client misses nothing.
+            for frame in await _frames_between(self.run_id, self.last_seq, first):
+                await self.send_json(frame)
+                self.last_seq = max(self.last_seq, frame.get("seq", 0))
         for seq, text in event["frames"]:
             if seq <= self.last_seq:
                 continue  # already sent from the stored backlog

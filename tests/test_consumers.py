@@ -79,6 +79,29 @@ async def test_a_reconnecting_client_gets_exactly_the_frames_after_its_last_seq(
     await ws.disconnect()
 
 
+async def test_frames_lost_in_transit_are_filled_in_from_the_ledger():
+    """A Redis restart drops live frames; the next live message shows the gap and the consumer
+    sends the missing frames from the ledger first."""
+    run_id, token = await make_run(n_frames=2)
+    ws = connect(f"/ws/paper/{run_id}?token={token}")
+    connected, _ = await ws.connect()
+    assert connected
+    assert [(await ws.receive_json_from())["seq"] for _ in range(2)] == [1, 2]
+    lost = [frame(run_id, 3), frame(run_id, 4, "order.filled")]
+    await database_sync_to_async(_store)(run_id, lost)  # stored, but never published live
+    await asyncio.to_thread(frames_publish, run_id, [frame(run_id, 5)])
+    got = [await ws.receive_json_from(timeout=2) for _ in range(3)]
+    assert [(f["seq"], f["stage"]) for f in got] == [(3, "bar.received"), (4, "order.filled"), (5, "bar.received")]
+    assert await ws.receive_nothing(timeout=0.2)
+    await ws.disconnect()
+
+
+def _store(run_id: str, frames: list[dict]) -> None:
+    from ledger.models import PaperTradingRun
+
+    frames_record(run=PaperTradingRun.objects.get(pk=run_id), frames=frames)
+
+
 async def test_a_bearer_header_works_without_origin():
     run_id, token = await make_run(n_frames=1)
     ws = connect(f"/ws/paper/{run_id}", [(b"authorization", f"Bearer {token}".encode())])
