@@ -62,8 +62,23 @@ def _wake(run_ids: list[str], reason: str) -> int:
     return len(targets)
 
 
+# Set while this process's worker shuts down: it must not start (or resume) a session, because
+# its consumer still fetches messages until the worker threads have stopped.
+_draining = threading.Event()
+
+
+def draining() -> bool:
+    return _draining.is_set()
+
+
+def draining_reset() -> None:
+    """A worker (re)starts in this process: it may run sessions again."""
+    _draining.clear()
+
+
 def handoff_all() -> int:
     """This process is shutting down: every session it runs hands itself over. Returns how many."""
+    _draining.set()
     with _lock:
         targets = list(_events.values())
     for event in targets:

@@ -190,10 +190,18 @@ def session_start(*, bot: Bot, request: SessionRequest, user=None, request_id: s
     return run
 
 
-def session_enqueue(run_id: str) -> None:
+# A session handed over at shutdown waits this long in the broker's delay queue, so workers
+# that are not shutting down are the likely ones to take it.
+HANDOFF_DELAY_MS = 500
+
+
+def session_enqueue(run_id: str, *, delay_ms: int = 0) -> None:
     from paper.actors import run_paper_session
 
-    run_paper_session.send(run_id)
+    if delay_ms:
+        run_paper_session.send_with_options(args=(run_id,), delay=delay_ms)
+    else:
+        run_paper_session.send(run_id)
 
 
 # --- the loop -----------------------------------------------------------------------------------
@@ -232,6 +240,10 @@ def session_execute(run_id: str, *, worker_id: str | None = None) -> str:
     elsewhere) or 'orphaned' (the database stayed down; the reconciler resumes it later).
     """
     worker_id = worker_id or _worker_id()
+    if halts.draining():
+        # This worker is shutting down but its consumer still fetches: pass the session on.
+        session_enqueue(run_id, delay_ms=HANDOFF_DELAY_MS)
+        return "handed_off"
     try:
         try:
             run = _claim(run_id, worker_id)
@@ -380,7 +392,7 @@ class _SessionLoop:
                              note=False):
             return "lease_lost"
         frames_publish(self.run_id, frames)
-        session_enqueue(self.run_id)
+        session_enqueue(self.run_id, delay_ms=HANDOFF_DELAY_MS)
         log.info("session %s handed off at bar %d", self.run_id, done)
         return "handed_off"
 

@@ -24,6 +24,9 @@ class SessionSupervisor(dramatiq.Middleware):
     def after_worker_boot(self, broker, worker) -> None:
         from django.conf import settings
 
+        from paper import halts
+
+        halts.draining_reset()
         interval = settings.PAPER_RECONCILE_SECONDS
         if interval <= 0 or (self._thread is not None and self._thread.is_alive()):
             return

@@ -50,9 +50,15 @@ def age(run, seconds: float) -> None:
     PaperTradingRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - timedelta(seconds=seconds))
 
 
-def queued_ids(broker) -> list[str]:
-    q = broker.queues["paper"]
+def queued_ids(broker, queue: str = "paper") -> list[str]:
+    q = broker.queues[queue]
     return [dramatiq.Message.decode(m).args[0] for m in list(q.queue)]
+
+
+@pytest.fixture
+def draining_cleared():
+    yield
+    halts.draining_reset()
 
 
 def die_after(monkeypatch, bar: int) -> None:
@@ -156,7 +162,7 @@ def test_a_queued_session_whose_message_was_lost_is_enqueued_again(ready_bot, st
 
 # --- hand-off at worker shutdown -------------------------------------------------------------------
 
-def test_a_shutting_down_worker_hands_its_sessions_over(ready_bot, stub_broker):
+def test_a_shutting_down_worker_hands_its_sessions_over(ready_bot, stub_broker, draining_cleared):
     reference = start(ready_bot)
     session_execute(reference.id)
     run = start(ready_bot, pace=60.0)  # a bar a second
@@ -174,8 +180,15 @@ def test_a_shutting_down_worker_hands_its_sessions_over(ready_bot, stub_broker):
     assert time.perf_counter() - t0 < 2  # not a bar's wait, let alone the session's length
     run.refresh_from_db()
     assert run.status == "running" and run.worker_id == ""
-    assert queued_ids(stub_broker) == [run.id]
+    assert queued_ids(stub_broker, "paper.DQ") == [run.id]  # after a short delay, for other workers
     assert stages(run)[-1] == "session.handoff"
+    # Its consumer still fetches while it shuts down: a session it is given is passed on, not run.
+    stub_broker.flush_all()
+    assert session_execute(run.id, worker_id="old") == "handed_off"
+    assert queued_ids(stub_broker, "paper.DQ") == [run.id]
+    run.refresh_from_db()
+    assert run.worker_id == ""
+    halts.draining_reset()  # a new worker process
     PaperTradingRun.objects.filter(pk=run.pk).update(pace=60_000.0)  # finish quickly
     run.config_snapshot["session"]["pace"] = 60_000.0
     PaperTradingRun.objects.filter(pk=run.pk).update(config_snapshot=run.config_snapshot)

@@ -236,6 +236,35 @@ def test_sigkill_a_worker_mid_session(services_stack):
             assert [a["code"] for a in alerts_for(api, run_id)] == ["PAPER_SESSION_INCIDENT"]
 
 
+@needs_services
+def test_a_deploy_restart_hands_sessions_over_at_once(services_stack):
+    """SIGTERM (a deploy) does not wait hours for sessions: they move to another worker now."""
+    stack = services_stack("handoff")
+    second = stack.add_worker(processes=1, log_name="worker-b.log")
+    api, db = Api(stack), stack.env["DATABASE_URL"]
+    ids = start_sessions(api, busy_bot(api, "handoff"), seeds=[41, 42, 43])
+    running = wait_running(db, ids)
+    supervisors = [stack.procs[1], second]
+    pids = {s.pid: set(stack.worker_pids(s)) for s in supervisors}
+    holders = {int(w.split(":")[1]) for _, _, w in running.values()}
+    leaving = next(s for s in supervisors if pids[s.pid] & holders)
+    t0 = time.time()
+    os.kill(leaving.pid, signal.SIGTERM)
+    leaving.wait(20)
+    assert time.time() - t0 < 10, "the worker waited for its sessions instead of handing them over"
+
+    final = wait_terminal(db, ids)
+    assert {s for s, _, _ in final.values()} == {"success"}, final
+    moved = 0
+    for run_id in ids:
+        stages = check_ledger(db, run_id)["stages"]
+        assert "session.worker_lost" not in stages  # handed over, not lost
+        if "session.handoff" in stages:
+            moved += 1
+            assert stages.index("session.handoff") < stages.index("session.resumed")
+    assert moved >= 1
+
+
 # --- Redis down for 10 s ----------------------------------------------------------------------------
 
 @needs_services
