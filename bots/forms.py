@@ -9,7 +9,9 @@ import re
 
 from django import forms
 
+from bots.services import MAX_SEED, MAX_STARTING_CASH
 from paper.engine.bars import TIMEFRAME_SECONDS
+from paper.engine.botconfig import STRATEGY_MAX_LENGTH, STRATEGY_RE
 from paper.engine.broker import ExecutionConfig
 from paper.engine.strategy import StrategyConfigError, get_strategy_class, registered_strategies
 from risk.limits import RiskBlock
@@ -63,15 +65,31 @@ def strategy_choices() -> list[tuple[str, str]]:
     return [(name, name) for name in registered_strategies()]
 
 
-def strategy_description(strategy: str) -> str:
+def _loadable(strategy, allowed: str | None) -> bool:
+    """Worth a lookup: a registered strategy, or `allowed` (the edited bot's own dotted path).
+
+    What a form posts (or the params fragment is asked for) is not trusted: looking a dotted
+    path up imports its module, with whatever that import does, and a path of thousands of
+    dots made importlib recurse until the interpreter gave up.
+    """
+    if not isinstance(strategy, str) or len(strategy) > STRATEGY_MAX_LENGTH or not STRATEGY_RE.match(strategy):
+        return False
+    return strategy in registered_strategies() or strategy == allowed
+
+
+def strategy_description(strategy: str, *, allowed: str | None = None) -> str:
+    if not _loadable(strategy, allowed):
+        return ""
     try:
         return get_strategy_class(strategy).description
     except StrategyConfigError:
         return ""
 
 
-def params_schema(strategy: str) -> dict:
+def params_schema(strategy: str, *, allowed: str | None = None) -> dict:
     """The strategy's Params schema, or an empty one when the strategy cannot be loaded."""
+    if not _loadable(strategy, allowed):
+        return {"properties": {}}
     try:
         return get_strategy_class(strategy).Params.model_json_schema()
     except StrategyConfigError:
@@ -124,7 +142,7 @@ class BotForm(forms.Form):
             "risk": bot.risk if bot is not None else {},
             "execution": bot.execution if bot is not None else {},
         }
-        schemas = {"params": params_schema(self.selected_strategy), "risk": risk_schema(),
+        schemas = {"params": params_schema(self.selected_strategy, allowed=self._own_strategy), "risk": risk_schema(),
                    "execution": execution_schema()}
         for group, schema in schemas.items():
             required = set(schema.get("required", ()))
@@ -152,7 +170,11 @@ class BotForm(forms.Form):
 
     @property
     def strategy_description(self) -> str:
-        return strategy_description(self.selected_strategy)
+        return strategy_description(self.selected_strategy, allowed=self._own_strategy)
+
+    @property
+    def _own_strategy(self) -> str | None:
+        return self.bot.strategy if self.bot is not None else None
 
     def group_errors(self, group: str) -> list[str]:
         return self.errors.get(group, [])
@@ -207,8 +229,8 @@ class BacktestForm(forms.Form):
                             help_text="blank: from the first stored bar")
     end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}),
                           help_text="blank: to the last stored bar")
-    starting_cash = forms.FloatField(initial=100_000, min_value=0.01)
-    seed = forms.IntegerField(initial=0, min_value=0)
+    starting_cash = forms.FloatField(initial=100_000, min_value=0.01, max_value=MAX_STARTING_CASH)
+    seed = forms.IntegerField(initial=0, min_value=0, max_value=MAX_SEED)
 
     def __init__(self, data=None, *, bot):
         super().__init__(data)

@@ -4,7 +4,9 @@ Every rule about bots lives here; the API, admin and commands call these functio
 """
 from __future__ import annotations
 
+import math
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -23,6 +25,37 @@ from paper.engine.synthetic import synthetic_bars
 EQUITY_POINTS_KEPT = 5000
 # A synthetic backtest generates its bars in memory: two years of minutes is the ceiling.
 MAX_SYNTHETIC_BARS = 1_100_000
+# The same bounds the API's schemas state, for every other caller (commands, dashboard, scripts).
+MAX_STARTING_CASH = 1e12
+MAX_SEED = 2**63 - 1
+BOT_ID_MAX = 2**63 - 1
+NAME_MAX_LENGTH = Bot._meta.get_field("name").max_length
+
+
+def _invalid(code: str, field: str, message: str, status: int = 422) -> AppError:
+    return AppError(code, message, status=status, details=[{"field": field, "message": message}])
+
+
+def _name_checked(name) -> None:
+    """A bot's name is text an operator can read and type: not blank, no control characters."""
+    if not isinstance(name, str):
+        raise _invalid("invalid_bot", "name", f"name must be text, not {type(name).__name__}", status=400)
+    if not name.strip():
+        raise _invalid("invalid_bot", "name", "name must not be blank", status=400)
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
+        raise _invalid("invalid_bot", "name", "name must not contain control characters", status=400)
+
+
+def backtest_inputs_check(*, starting_cash, seed) -> tuple[float, int]:
+    """starting_cash in (0, 1e12] and finite, seed an integer in [0, 2**63): or a 422 naming the field."""
+    if isinstance(starting_cash, bool) or not isinstance(starting_cash, (int, float)) \
+            or not math.isfinite(starting_cash) or starting_cash <= 0:
+        raise _invalid("invalid_backtest", "starting_cash", "starting_cash must be a positive number")
+    if starting_cash > MAX_STARTING_CASH:
+        raise _invalid("invalid_backtest", "starting_cash", f"starting_cash must be at most {MAX_STARTING_CASH:g}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise _invalid("invalid_backtest", "seed", f"seed must be an integer from 0 to {MAX_SEED}")
+    return float(starting_cash), seed
 
 
 def _validation_details(exc: ValidationError) -> list[dict]:
@@ -43,6 +76,7 @@ def bot_create(
     risk: dict | None = None,
     execution: dict | None = None,
 ) -> Bot:
+    _name_checked(name)
     bot = Bot(
         name=name,
         strategy=strategy,
@@ -65,6 +99,8 @@ def bot_update(*, bot: Bot, **changes) -> Bot:
     unknown = set(changes) - allowed
     if unknown:
         raise AppError("invalid_bot", f"unknown fields: {', '.join(sorted(unknown))}")
+    if "name" in changes:
+        _name_checked(changes["name"])
     for key, value in changes.items():
         setattr(bot, key, value)
     try:
@@ -89,10 +125,15 @@ def bot_delete(*, bot: Bot) -> None:
 def bot_get(*, bot_ref: str | int) -> Bot:
     """A bot by id or by name."""
     ref = str(bot_ref)
-    bot = Bot.objects.filter(pk=int(ref)).first() if ref.isdigit() else None
-    bot = bot or Bot.objects.filter(name=ref).first()
+    # ASCII digits only ("١٢٣".isdigit() is true too), and no int() of a 5,000-digit string.
+    is_id = ref.isascii() and ref.isdigit() and len(ref) <= 19 and int(ref) <= BOT_ID_MAX
+    bot = Bot.objects.filter(pk=int(ref)).first() if is_id else None
+    # A name longer than the column, or with a NUL (PostgreSQL refuses it in a query), names no bot.
+    if bot is None and len(ref) <= NAME_MAX_LENGTH and "\x00" not in ref:
+        bot = Bot.objects.filter(name=ref).first()
     if bot is None:
-        raise NotFound("bot_not_found", f"no bot with id or name {ref!r}")
+        shown = ref if len(ref) <= 60 else f"{ref[:60]}..."
+        raise NotFound("bot_not_found", f"no bot with id or name {shown!r}")
     return bot
 
 
@@ -101,8 +142,9 @@ def _as_datetime(value: date | datetime | None, *, end: bool = False) -> datetim
         return None
     if isinstance(value, datetime):
         return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
-    dt = datetime(value.year, value.month, value.day, tzinfo=UTC)
-    return dt + timedelta(days=1) - timedelta(seconds=1) if end else dt
+    if end:  # the day's last second (not day + 1 - 1 s, which overflows on 9999-12-31)
+        return datetime(value.year, value.month, value.day, 23, 59, 59, tzinfo=UTC)
+    return datetime(value.year, value.month, value.day, tzinfo=UTC)
 
 
 def backtest_bars(
@@ -119,6 +161,11 @@ def backtest_bars(
     from paper.selectors import NoBarsError, bars_load
 
     symbol = symbol or bot.symbols[0]
+    if symbol not in bot.symbols:
+        raise _invalid("invalid_backtest", "symbol",
+                       f"symbol {str(symbol)[:40]!r} is not one of the bot's symbols {list(bot.symbols)[:10]}")
+    if start is not None and end is not None and _as_datetime(end, end=True) < _as_datetime(start):
+        raise _invalid("invalid_backtest", "end", f"end {end} is before start {start}")
     if data_source == "stored":
         try:
             return bars_load(symbol=symbol, timeframe=bot.timeframe, start=start, end=end)
@@ -126,13 +173,25 @@ def backtest_bars(
             raise AppError("no_bars", str(exc), status=422) from None
     if data_source == "synthetic":
         step = timeframe_seconds(bot.timeframe)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise _invalid("invalid_backtest", "seed", f"seed must be an integer from 0 to {MAX_SEED}")
+        if synthetic_count is not None and (isinstance(synthetic_count, bool) or not isinstance(synthetic_count, int)):
+            raise _invalid("invalid_backtest", "bars", "the number of synthetic bars must be an integer")
         start_dt = _as_datetime(start) or datetime(2024, 1, 1, tzinfo=UTC)
         if synthetic_count is None:
-            end_dt = _as_datetime(end, end=True) or start_dt + timedelta(days=365)
+            try:
+                end_dt = _as_datetime(end, end=True) or start_dt + timedelta(days=365)
+            except OverflowError:
+                end_dt = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
             synthetic_count = max(1, int((end_dt - start_dt).total_seconds() // step) + 1)
         if not 1 <= synthetic_count <= MAX_SYNTHETIC_BARS:
             raise AppError("too_many_bars", f"a synthetic run takes 1 to {MAX_SYNTHETIC_BARS:,} bars; "
                            f"{synthetic_count:,} {bot.timeframe} bars were asked for", status=422)
+        try:
+            # The last bar's time must be representable too (a start of 9999-12-31 was an OverflowError).
+            datetime.fromtimestamp(int(start_dt.timestamp()) + step * synthetic_count, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise _invalid("invalid_backtest", "start", f"synthetic bars from {start} run past the year 9999") from None
         return synthetic_bars(symbol, bot.timeframe, synthetic_count, seed=seed, start_ts=int(start_dt.timestamp()))
     raise AppError("bad_data_source", f"data_source must be 'stored' or 'synthetic', not {data_source!r}")
 
@@ -149,6 +208,7 @@ def backtest_run(
     synthetic_count: int | None = None,
 ) -> BacktestRun:
     """Run the bot over bars through the engine and store the result as a BacktestRun."""
+    backtest_inputs_check(starting_cash=starting_cash, seed=seed)
     bars = backtest_bars(bot=bot, symbol=symbol or (bot.symbols[0] if bot.symbols else None), start=start, end=end,
                          data_source=data_source, seed=seed, synthetic_count=synthetic_count)
     return backtest_run_with_result(bot=bot, bars=bars, seed=seed, starting_cash=starting_cash)[0]
@@ -157,6 +217,7 @@ def backtest_run(
 def backtest_run_with_result(*, bot: Bot, bars: Bars, seed: int = 0,
                              starting_cash: float = 100_000.0) -> tuple[BacktestRun, RunResult]:
     """Backtest over the given bars; returns the stored BacktestRun and the engine's result."""
+    starting_cash, seed = backtest_inputs_check(starting_cash=starting_cash, seed=seed)
     try:
         config = bot.trading_config()
         engine = config.build_engine(starting_cash=starting_cash, seed=seed, symbol=bars.symbol)

@@ -15,8 +15,12 @@ from django.conf import settings
 
 from paper.frames import bind_server_loop, group_name
 
-# Client messages are not part of the protocol; anything big is refused outright.
+# Client messages are not part of the protocol; anything big is refused outright (in bytes,
+# so 3,000 "é" are 6,000 bytes, not 3,000), and a client that keeps talking is closed.
 MAX_CLIENT_MESSAGE = 4096
+MAX_CLIENT_MESSAGES = 100
+CLOSE_TOO_BIG = 1009
+CLOSE_POLICY = 1008
 # At most this many missed frames are replayed to a reconnecting client (?after_seq=); one
 # that missed more reads the rest from GET /paper/{id}/frames?after_seq=.
 MAX_CATCH_UP = 10_000
@@ -87,9 +91,16 @@ class PaperFramesConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
-        size = len(text_data or "") + len(bytes_data or b"")
+        text = text_data or ""
+        # A character is at most 4 bytes: only text that might be too big is encoded to measure it.
+        size = len(bytes_data or b"") + (len(text) if len(text) * 4 <= MAX_CLIENT_MESSAGE
+                                          else len(text.encode("utf-8", "surrogatepass")))
         if size > MAX_CLIENT_MESSAGE:
-            await self.close(code=1009)  # message too big
+            await self.close(code=CLOSE_TOO_BIG)  # message too big
+            return
+        self.client_messages = getattr(self, "client_messages", 0) + 1
+        if self.client_messages > MAX_CLIENT_MESSAGES:
+            await self.close(code=CLOSE_POLICY)  # policy violation: this socket is not for talking to
             return
         await self.send_json({"stage": "error", "message": "this socket only sends frames"})
 
@@ -115,3 +126,11 @@ class PaperFramesConsumer(AsyncJsonWebsocketConsumer):
                 continue  # already sent from the stored backlog
             self.last_seq = seq
             await self.send(text_data=text)
+
+
+class NoRouteConsumer(AsyncJsonWebsocketConsumer):
+    """Any other ws/ path (an unknown route, a run id past the route's 40 characters): closed with
+    4404, instead of the router's "No route found" exception (a traceback in the server log)."""
+
+    async def connect(self) -> None:
+        await self.close(code=4404)

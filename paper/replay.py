@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -68,7 +69,15 @@ class RunParams(BaseModel):
     seed: int = Field(0, ge=0, lt=2**63)
     data_source: Literal["stored", "synthetic"] = "stored"
     bars: int | None = Field(None, ge=1, le=MAX_SYNTHETIC_BARS, description="synthetic bar count")
-    output_root: str | None = None
+    output_root: str | None = Field(None, min_length=1, max_length=4096)
+
+    @field_validator("ticker", "bot", "strategy", "timeframe", "output_root")
+    @classmethod
+    def _printable(cls, value):
+        # NUL reaches the database or the file system as an error, not as a refusal.
+        if isinstance(value, str) and any(ch in value for ch in "\x00\r\n"):
+            raise ValueError("must not contain NUL or line breaks")
+        return value
 
     @field_validator("start", "end", mode="before")
     @classmethod
@@ -98,11 +107,18 @@ def _errors_text(exc: ValidationError, prefix: str = "") -> str:
     return "; ".join(parts)
 
 
+MAX_JSON_REQUEST = 1_000_000  # characters: a run request is a few hundred
+
+
 def parse_json_request(text: str) -> JsonRequest:
+    if len(text) > MAX_JSON_REQUEST:
+        raise RunRequestError(f"--json-request is too large: {len(text):,} characters, at most {MAX_JSON_REQUEST:,}")
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RunRequestError(f"--json-request is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RunRequestError("--json-request is not valid JSON: nested too deeply") from None
     if not isinstance(raw, dict):
         raise RunRequestError("--json-request must be a JSON object")
     if raw.get("schema_version") not in (None, "1.0") and "schema_version" in raw:
@@ -125,9 +141,44 @@ def parse_json_request(text: str) -> JsonRequest:
 
 # --- signals ------------------------------------------------------------------------------------
 
+def _writable_target(path: Path, *, what: str, folder: bool) -> None:
+    """Refuse (RunRequestError) a folder or file that could not be written, before anything is.
+
+    The target may not exist yet: its nearest existing ancestor must then be a writable folder.
+    """
+    text = str(path)
+    if "\x00" in text:
+        raise RunRequestError(f"{what} {text!r} contains a NUL character")
+    try:
+        if path.exists() or path.is_symlink():
+            if folder and not path.is_dir():
+                raise RunRequestError(f"{what} {text} is not a folder")
+            if not folder and path.is_dir():
+                raise RunRequestError(f"{what} {text} is a folder, not a file")
+            if not folder and not path.exists():
+                raise RunRequestError(f"{what} {text} is a broken symlink")
+            if not os.access(path, os.W_OK | (os.X_OK if folder else 0)):
+                raise RunRequestError(f"{what} {text} is not writable")
+            return
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise RunRequestError(f"{what} {text} cannot be created: {parent} is not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise RunRequestError(f"{what} {text} cannot be created: {parent} is not writable")
+    except OSError as exc:  # a symlink loop, a name too long, ...
+        raise RunRequestError(f"{what} {text} cannot be used: {exc.strerror or exc}") from None
+
+
 @dataclass
 class SignalFile:
     path: Path | None
+
+    def check(self) -> None:
+        """Refuse a signal file that could not be appended to, before the run writes anything."""
+        if self.path is not None:
+            _writable_target(self.path, what="--signal-file", folder=False)
 
     def emit(self, event: str, **fields) -> None:
         if self.path is None:
@@ -203,10 +254,21 @@ def _bars(params: RunParams, bot: Bot) -> Bars:
                          data_source=params.data_source, seed=params.seed, synthetic_count=params.bars)
 
 
-def validate_params(params: RunParams) -> tuple[Bot, Bars]:
+def output_root(params: RunParams, *, paper: bool) -> Path:
+    if params.output_root:
+        return Path(params.output_root)
+    return settings.OUTPUTS_DIR / ("paper_sessions" if paper else "runs")
+
+
+def validate_params(params: RunParams, signals: SignalFile | None = None) -> tuple[Bot, Bars]:
     """Everything that can be refused is refused here, before anything is written."""
     if params.start and params.end and params.start > params.end:
         raise RunRequestError(f"start {params.start} is after end {params.end}")
+    # Where the run will write: a run that could not write its folder or its signal lines would
+    # fail after its row exists (it stayed "running" for ever), so they are checked first.
+    _writable_target(output_root(params, paper=params.paper), what="the artifact root", folder=True)
+    if signals is not None:
+        signals.check()
     try:
         # One transaction: a bot made for --strategy (or the demo bot) is only kept when the
         # whole request is valid, so a refused request leaves nothing behind.
@@ -246,9 +308,9 @@ def paper_replay(*, params: RunParams, request_id: str = "", signals: SignalFile
     signals = signals or SignalFile(None)
     stop = stop or StopFlag()
     kill_switch_assert_armed()
-    bot, bars = validate_params(params)
+    bot, bars = validate_params(params, signals)
     config = bot.trading_config()
-    root = Path(params.output_root) if params.output_root else settings.OUTPUTS_DIR / "paper_sessions"
+    root = output_root(params, paper=True)
     run = ledger.run_create(
         bot=bot, starting_cash=params.starting_cash, symbol=params.ticker, timeframe=bot.timeframe,
         data_source=bars.source if bars.source != "csv" else "stored", seed=params.seed,
@@ -377,8 +439,8 @@ def paper_index_refresh(root: Path) -> None:
 def research_run(*, params: RunParams, request_id: str = "", signals: SignalFile | None = None) -> RunOutcome:
     """A backtest with artifacts under outputs/runs/<run_id>/ and a refreshed runs_index.*."""
     signals = signals or SignalFile(None)
-    bot, bars = validate_params(params)
-    root = Path(params.output_root) if params.output_root else settings.OUTPUTS_DIR / "runs"
+    bot, bars = validate_params(params, signals)
+    root = output_root(params, paper=False)
     run_id = new_run_id()
     signals.emit("started", request_id=request_id, run_id=run_id, paper=False, artifact_dir=str(root / run_id),
                  status=c.RUNNING)

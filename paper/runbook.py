@@ -29,6 +29,10 @@ INDEX_METRICS = ("total_return", "sharpe", "max_drawdown", "num_trades", "num_fi
 UNKNOWN = "unknown"
 COUNTED_STATUSES = (*c.STATUSES, UNKNOWN)
 DEFAULT_STALE_MINUTES = 60.0
+# A session's JSON files are a few kilobytes; a bigger one is damage, and is not read into memory.
+MAX_JSON_BYTES = 8 * 1024 * 1024
+# Longest value (a reason, an error message) shown from a session's files.
+MAX_TEXT = 2000
 
 
 class RunbookError(ValueError):
@@ -82,18 +86,75 @@ class SessionRecord:
 
 # -- reading one folder ------------------------------------------------------------------------
 
+def printable(text: str) -> str:
+    """`text` as valid UTF-8: a folder name that is not UTF-8 (Python keeps its bytes as lone
+    surrogates) or a lone surrogate from a JSON escape would make printing or writing it fail."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def json_safe(value):
+    """`value` as strict JSON takes it: NaN and infinities become null, text becomes printable.
+
+    A hand-edited metrics.json may hold NaN (Python's json reads it); strict readers of the index
+    and of `--json` output (jq, JavaScript, PostgreSQL) refuse it.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(str(k)): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _shown(value, limit: int = 60) -> str:
+    """repr(value), cut: a problem names the bad value without echoing a megabyte of it."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a folder that cannot be searched
+        return False
+
+
 def _read_json(path: Path, name: str) -> tuple[dict | None, str | None]:
     """(object, None) or (None, problem): a bad file is reported, never raised."""
-    if not path.is_file():
-        return None, f"{name}: missing"
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        if path.is_symlink() and not path.exists():
+            return None, f"{name}: unreadable (a dangling symlink or a symlink loop)"
+        if not path.is_file():
+            return None, f"{name}: missing"
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            return None, f"{name}: too large ({size:,} bytes, at most {MAX_JSON_BYTES:,})"
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_JSON_BYTES + 1)  # a file that grows while it is read stays bounded
+        if len(data) > MAX_JSON_BYTES:
+            return None, f"{name}: too large (more than {MAX_JSON_BYTES:,} bytes)"
+        obj = json.loads(data.decode("utf-8"))
     except json.JSONDecodeError as exc:
         return None, f"{name}: not valid JSON (line {exc.lineno})"
     except UnicodeDecodeError:
         return None, f"{name}: not UTF-8 text"
+    except RecursionError:
+        return None, f"{name}: not valid JSON (nested too deeply)"
     except OSError as exc:
         return None, f"{name}: unreadable ({exc.strerror or exc})"
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        return None, f"{name}: not valid JSON ({str(exc)[:80]})"
     if not isinstance(obj, dict):
         return None, f"{name}: not a JSON object"
     return obj, None
@@ -102,7 +163,8 @@ def _read_json(path: Path, name: str) -> tuple[dict | None, str | None]:
 def _text(value) -> str | None:
     if value is None or value == "":
         return None
-    return str(value)
+    text = printable(value if isinstance(value, str) else json.dumps(json_safe(value), sort_keys=True, default=str))
+    return text if len(text) <= MAX_TEXT else f"{text[:MAX_TEXT]}... ({len(text):,} characters)"
 
 
 def _time(doc: dict, key: str, name: str, problems: list[str]) -> datetime | None:
@@ -110,14 +172,15 @@ def _time(doc: dict, key: str, name: str, problems: list[str]) -> datetime | Non
     if raw in (None, ""):
         return None
     try:
-        t = datetime.fromisoformat(raw) if isinstance(raw, str) else None
-    except ValueError:
+        t = datetime.fromisoformat(raw) if isinstance(raw, str) and len(raw) <= 64 else None
+        # The contract writes UTC; a naive time from a hand-edited file is read as UTC too.
+        t = t if t is None else t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    except (ValueError, OverflowError):  # 9999-12-31T23:59-05:00 is past the last datetime in UTC
         t = None
     if t is None:
-        problems.append(f"{name}: {key} {raw!r} is not an ISO-8601 time")
+        problems.append(f"{name}: {key} {_shown(raw)} is not an ISO-8601 time")
         return None
-    # The contract writes UTC; a naive time from a hand-edited file is read as UTC too.
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    return t
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -133,12 +196,33 @@ def _outcome(record: SessionRecord) -> str | None:
     return None
 
 
+def _folder_problem(session_dir: Path) -> str | None:
+    """Why a session folder cannot be read at all, or None."""
+    try:
+        if session_dir.is_symlink() and not session_dir.exists():
+            return "a dangling symlink or a symlink loop, not a folder"
+        if not session_dir.is_dir():
+            return "a file, not a folder"
+        with os.scandir(session_dir):
+            pass
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    return None
+
+
 def session_read(session_dir: Path) -> SessionRecord:
     """One session folder as a record; whatever is wrong with it lands in problems/issue."""
     session_dir = Path(session_dir)
-    record = SessionRecord(session_id=session_dir.name, path=session_dir)
+    record = SessionRecord(session_id=printable(session_dir.name), path=session_dir)
     status_problems: list[str] = []
     problems: list[str] = []
+    folder_problem = _folder_problem(session_dir)
+    if folder_problem:
+        record.problems, record.issue = [folder_problem], folder_problem
+        record.missing = list(c.CANONICAL_FILES)
+        return record
+    if record.session_id != session_dir.name:
+        problems.append(f"session folder: name {record.session_id!r} is not UTF-8")
 
     status_doc, problem = _read_json(session_dir / c.STATUS, c.STATUS)
     if problem:
@@ -150,10 +234,10 @@ def session_read(session_dir: Path) -> SessionRecord:
         elif raw in (None, ""):
             status_problems.append(f"{c.STATUS}: no status")
         else:
-            status_problems.append(f"status {raw!r} is not one of {'/'.join(c.STATUSES)}")
+            status_problems.append(f"status {_shown(raw)} is not one of {'/'.join(c.STATUSES)}")
         record.terminal = record.status in c.TERMINAL
         if "terminal" in status_doc and record.status != UNKNOWN and status_doc["terminal"] is not record.terminal:
-            problems.append(f"{c.STATUS}: terminal {status_doc['terminal']!r} disagrees with status {record.status!r}")
+            problems.append(f"{c.STATUS}: terminal {_shown(status_doc['terminal'])} disagrees with status {record.status!r}")
         record.status_reason = _text(status_doc.get("status_reason"))
         record.error_type = _text(status_doc.get("error_type"))
         record.error_message = _text(status_doc.get("error_message"))
@@ -171,7 +255,7 @@ def session_read(session_dir: Path) -> SessionRecord:
                 record.duration_seconds = seconds
         sid = status_doc.get("session_id")
         if sid not in (None, "") and sid != record.session_id:
-            problems.append(f"{c.STATUS}: session_id {sid!r} does not match folder {record.session_id!r}")
+            problems.append(f"{c.STATUS}: session_id {_shown(sid)} does not match folder {record.session_id!r}")
 
     metadata, problem = _read_json(session_dir / c.METADATA, c.METADATA)
     if problem:
@@ -185,10 +269,10 @@ def session_read(session_dir: Path) -> SessionRecord:
         record.bot_name = _text(metadata.get("bot_name"))
         sid = metadata.get("session_id")
         if sid != record.session_id:
-            problems.append(f"{c.METADATA}: session_id {sid!r} does not match folder {record.session_id!r}")
+            problems.append(f"{c.METADATA}: session_id {_shown(sid)} does not match folder {record.session_id!r}")
 
     for name in c.CANONICAL_FILES:
-        if (session_dir / name).is_file():
+        if _is_file(session_dir / name):
             record.artifacts[name] = name
         else:
             record.missing.append(name)
@@ -204,7 +288,7 @@ def session_read(session_dir: Path) -> SessionRecord:
         if problem:
             problems.append(problem)
         else:
-            record.metrics = metrics
+            record.metrics = json_safe(metrics)
     if c.REPORT not in record.missing:
         report, problem = _read_json(session_dir / c.REPORT, c.REPORT)
         if problem:
@@ -212,7 +296,8 @@ def session_read(session_dir: Path) -> SessionRecord:
         else:
             contract = (report.get("machine_contract") or {}) if isinstance(report.get("machine_contract"), dict) else {}
             if contract.get("contract_type") != c.PAPER_CONTRACT_TYPE:
-                problems.append(f"{c.REPORT}: contract_type {contract.get('contract_type')!r} is not {c.PAPER_CONTRACT_TYPE}")
+                problems.append(f"{c.REPORT}: contract_type {_shown(contract.get('contract_type'))} "
+                                f"is not {c.PAPER_CONTRACT_TYPE}")
             if record.request_id is None:
                 record.request_id = _text(contract.get("request_id"))
     if c.CONFIG not in record.missing:
@@ -240,14 +325,33 @@ def _order_key(record: SessionRecord) -> tuple:
 
 def _root_dir(root: Path) -> Path:
     root = Path(root)
-    if not root.is_dir():
-        raise RunbookError(f"paper session root not found (or not a folder): {root}")
+    try:
+        if not root.is_dir():
+            raise RunbookError(f"paper session root not found (or not a folder): {printable(str(root))}")
+    except (OSError, ValueError) as exc:  # a root that cannot be searched; a NUL in the name
+        raise RunbookError(f"paper session root unreadable: {printable(str(root))} ({exc})") from None
     return root
 
 
+def _is_session_entry(p: Path) -> bool:
+    # Files in the root (the index, temp files) are not sessions; neither are hidden folders. A
+    # link that leads nowhere (dangling, or a loop) stands where a session folder was: it is
+    # listed, as unreadable, rather than silently dropped.
+    if p.name.startswith("."):
+        return False
+    try:
+        return p.is_dir() or (p.is_symlink() and not p.exists())
+    except OSError:
+        return True
+
+
 def _session_dirs(root: Path) -> list[Path]:
-    # Files in the root (the index, temp files) are not sessions; neither are hidden folders.
-    return [p for p in _root_dir(root).iterdir() if p.is_dir() and not p.name.startswith(".")]
+    root = _root_dir(root)
+    try:
+        entries = list(root.iterdir())
+    except OSError as exc:
+        raise RunbookError(f"paper session root unreadable: {printable(str(root))} ({exc.strerror or exc})") from None
+    return [p for p in entries if _is_session_entry(p)]
 
 
 def sessions_scan(root: Path) -> list[SessionRecord]:
@@ -259,13 +363,17 @@ def session_show(root_or_dir: Path, session: str | None = None) -> SessionRecord
     """One session: by its folder, or by root plus its exact id or a unique id prefix."""
     base = Path(root_or_dir)
     if session is None:
-        if not base.is_dir():
-            raise RunbookError(f"paper session folder not found: {base}")
-        if not any((base / name).exists() for name in START_FILES) and any(p.is_dir() for p in base.iterdir()):
-            raise RunbookError(f"{base} looks like a paper session root, not a session; pass a session id")
+        problem = _folder_problem(base)
+        if problem:
+            shown = printable(str(base))
+            if not (base.exists() or base.is_symlink()):
+                raise RunbookError(f"paper session folder not found: {shown}")
+            raise RunbookError(f"not a readable paper session folder: {shown}: {problem}")
+        if not any(_is_file(base / name) for name in START_FILES) and any(_is_session_entry(p) for p in base.iterdir()):
+            raise RunbookError(f"{printable(str(base))} looks like a paper session root, not a session; pass a session id")
         return session_read(base)
-    if not session or "/" in session or "\\" in session or session in (".", ".."):
-        raise RunbookError(f"not a paper session id: {session!r}")
+    if not session or "/" in session or "\\" in session or "\x00" in session or session in (".", ".."):
+        raise RunbookError(f"not a paper session id: {_shown(session)}")
     dirs = {p.name: p for p in _session_dirs(base)}
     if session in dirs:
         return session_read(dirs[session])
@@ -432,7 +540,8 @@ def index_write(root: Path) -> tuple[Path, Path]:
         writer.writerow([csv_cell(row[col]) for col in INDEX_COLUMNS])
     csv_path, json_path = root / c.INDEX_CSV, root / c.INDEX_JSON
     _atomic_write(csv_path, out.getvalue())
-    _atomic_write(json_path, json.dumps({"root": str(root), "sessions": rows}, indent=2, default=str) + "\n")
+    doc = json_safe({"root": str(root), "sessions": rows})
+    _atomic_write(json_path, json.dumps(doc, indent=2, default=str, allow_nan=False) + "\n")
     return csv_path, json_path
 
 
@@ -451,6 +560,15 @@ class PromotionContract:
     require_complete_artifacts: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("min_bars", "min_trades"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise RunbookError(f"{name} must be an integer, got {_shown(value)}")
+        for name in ("min_sharpe", "max_drawdown"):
+            value = getattr(self, name)
+            # NaN compares false with everything: a NaN threshold would let every session through.
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise RunbookError(f"{name} must be a finite number, got {_shown(value)}")
         if not 0 <= self.max_drawdown <= 1:
             raise RunbookError(f"max_drawdown is a fraction in [0, 1] (0.35 = 35%), got {self.max_drawdown!r}")
         if self.min_bars < 0 or self.min_trades < 0:
@@ -461,9 +579,13 @@ class PromotionContract:
 
 
 def _number(value) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return value
+    try:
+        value = float(value)  # an integer of 400 digits is not a metric
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _blocking_reasons(record: SessionRecord, contract: PromotionContract) -> list[str]:
@@ -585,7 +707,7 @@ def format_show(record: SessionRecord, *, now: datetime | None = None) -> str:
         ran = "still running" if record.status == c.RUNNING else "-"
     fields = [
         ("session", record.session_id),
-        ("folder", str(Path(record.path).absolute())),
+        ("folder", printable(str(Path(record.path).absolute()))),
         ("status", record.status),
         ("terminal", "yes" if record.terminal else "no"),
         ("reason", record.status_reason or "-"),
@@ -613,7 +735,7 @@ def format_show(record: SessionRecord, *, now: datetime | None = None) -> str:
     lines = [f"{k.ljust(width)}  {v}" for k, v in fields]
     lines.append("artifacts:")
     folder = Path(record.path).absolute()
-    lines += [f"  {name.ljust(22)}  {folder / rel}" for name, rel in record.artifacts.items()] or ["  (none)"]
+    lines += [f"  {name.ljust(22)}  {printable(str(folder / rel))}" for name, rel in record.artifacts.items()] or ["  (none)"]
     if record.missing:
         lines.append(f"missing: {', '.join(record.missing)}")
     if len(record.problems) > 1 or (record.problems and record.problems[0] != record.issue):
@@ -717,9 +839,15 @@ def main(argv: list[str] | None = None, *, now: datetime | None = None) -> int:
             machine = promotion(args.root)
             text = format_promotion(machine)
     except RunbookError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return 2
-    print(json.dumps(machine, indent=2, sort_keys=True, default=str) if args.json else text)
+    except OSError as exc:  # the root cannot be read or the index written (permissions, a full disk)
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(json_safe(machine), indent=2, sort_keys=True, default=str, allow_nan=False))
+    else:
+        print(printable(text))
     return 0
 
 

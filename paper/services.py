@@ -5,6 +5,7 @@ A file is parsed and validated in full before anything is written, then written 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +13,9 @@ from pathlib import Path
 from django.db import transaction
 
 import paper
-from paper.engine.csvbars import parse_bars_csv
+from paper.engine.bars import TIMEFRAME_SECONDS
+from paper.engine.botconfig import SYMBOL_RE
+from paper.engine.csvbars import BarFileError, parse_bars_csv
 from paper.models import Bar
 
 SAMPLE_DATA_DIR = Path(paper.__file__).parent / "sample_data"
@@ -45,11 +48,23 @@ class ImportResult:
 def bars_import(*, path: str | os.PathLike, symbol: str, timeframe: str) -> ImportResult:
     """Import a bar file idempotently: new bars are created, changed ones updated.
 
-    Raises BarFileError (nothing written) if any line is bad, OSError if the file is unreadable.
+    Raises BarFileError (nothing written) if any line is bad, OSError if the file is unreadable,
+    ValueError for a bad symbol or timeframe.
     """
-    symbol = symbol.strip()
-    if not symbol or len(symbol) > SYMBOL_MAX_LENGTH:
-        raise ValueError(f"symbol must be 1..{SYMBOL_MAX_LENGTH} characters, got {symbol!r}")
+    symbol = symbol.strip() if isinstance(symbol, str) else symbol
+    # The symbols a bot may trade (botconfig.SYMBOL_RE): bars under any other name could never be used.
+    if not isinstance(symbol, str) or len(symbol) > SYMBOL_MAX_LENGTH or not SYMBOL_RE.match(symbol):
+        shown = repr(symbol) if len(repr(symbol)) <= 60 else f"{repr(symbol)[:60]}..."
+        raise ValueError(f"invalid symbol {shown}: 1..{SYMBOL_MAX_LENGTH} characters of A-Z, 0-9 and ._:/- "
+                         "starting with a letter or digit (e.g. ETH-USD)")
+    if timeframe not in TIMEFRAME_SECONDS:
+        raise ValueError(f"unknown timeframe {timeframe!r}; known: {', '.join(TIMEFRAME_SECONDS)}")
+    # A FIFO or a device (/dev/zero, /dev/urandom) would be read forever: only regular files.
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(21, "is a directory, not a CSV file", str(path))
+    if not stat.S_ISREG(mode):
+        raise BarFileError(path, 1, "not a regular file")
     # Parse everything first: a bad last line must not leave half a file in the store.
     bars = parse_bars_csv(path, symbol=symbol, timeframe=timeframe)
     source = bars.source

@@ -18,18 +18,27 @@ class RiskConfigError(ValueError):
         self.errors = errors or []
 
 
+# Upper bounds: a limit past these is not a limit but a typo (starting cash is at most 1e12).
+MAX_AMOUNT = 1e15
+MAX_ORDERS_PER_MINUTE = 1_000_000
+
+
 class RiskBlock(BaseModel):
-    """The bot's risk block. Every limit is optional; unknown keys are refused."""
+    """The bot's risk block. Every limit is optional; unknown keys are refused.
+
+    Validated strictly: a number is a JSON number ("2", true and 1.5 orders are refused),
+    and every limit is bounded.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    max_position_units: float | None = Field(None, gt=0, description="largest absolute position, in units")
+    max_position_units: float | None = Field(None, gt=0, le=MAX_AMOUNT, description="largest absolute position, in units")
     max_position_pct: float | None = Field(None, gt=0, le=10_000, description="largest position value, % of equity")
-    max_order_notional: float | None = Field(None, gt=0, description="largest single order, in quote currency")
+    max_order_notional: float | None = Field(None, gt=0, le=MAX_AMOUNT, description="largest single order, in quote currency")
     max_drawdown_pct: float | None = Field(None, gt=0, le=100, description="peak-to-trough equity loss, %")
-    max_daily_loss: float | None = Field(None, gt=0, description="loss since the UTC day's start, in quote currency")
+    max_daily_loss: float | None = Field(None, gt=0, le=MAX_AMOUNT, description="loss since the UTC day's start, in quote currency")
     max_daily_loss_pct: float | None = Field(None, gt=0, le=100, description="loss since the UTC day's start, % of that day's starting equity")
-    max_orders_per_minute: int | None = Field(None, gt=0, description="orders placed in any trailing 60 s of bar time")
+    max_orders_per_minute: int | None = Field(None, gt=0, le=MAX_ORDERS_PER_MINUTE, description="orders placed in any trailing 60 s of bar time")
     max_leverage: float | None = Field(None, gt=0, le=100, description="gross exposure / equity")
 
 
@@ -64,7 +73,7 @@ def parse_risk_block(block: dict | None) -> RiskBlock:
     if not isinstance(block, dict):
         raise RiskConfigError("risk block must be an object", [{"field": "risk", "message": "must be an object"}])
     try:
-        return RiskBlock.model_validate(block)
+        return RiskBlock.model_validate(block, strict=True)
     except ValidationError as exc:
         errors = [
             {"field": "risk." + ".".join(str(p) for p in e["loc"]), "message": e["msg"]}

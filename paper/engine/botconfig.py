@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 
@@ -19,6 +20,14 @@ from paper.engine.strategy import StrategyConfigError, build_strategy
 from risk.limits import RiskConfigError, RiskLimits, parse_risk_block
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9._:/-]{0,31}$")
+# A registered name, or a dotted path `pkg.mod:Class` / `pkg.mod.Class`, checked before any import
+# is attempted (a path of thousands of dots made importlib recurse until the interpreter gave up).
+STRATEGY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*){0,15}(?::[A-Za-z_][A-Za-z0-9_]*)?$")
+STRATEGY_MAX_LENGTH = 200
+MAX_SYMBOLS = 100
+# params, risk and execution are stored as JSON (PostgreSQL jsonb); what JSON or jsonb cannot
+# hold, or what no config needs, is refused here, whichever surface the config came from.
+MAX_JSON_DEPTH = 32
 
 
 class BotConfigError(ValueError):
@@ -27,6 +36,39 @@ class BotConfigError(ValueError):
     def __init__(self, errors: list[dict]):
         self.errors = errors
         super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+
+
+def _shown(value, limit: int = 40) -> str:
+    """repr(value) for an error message, cut so a megabyte of input is not echoed back."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _json_problem(value, path: str, depth: int = 0) -> tuple[str, str] | None:
+    """The first (field, reason) why `value` cannot be a stored config value, or None."""
+    if depth > MAX_JSON_DEPTH:
+        return path, f"nested more than {MAX_JSON_DEPTH} levels deep"
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, "must be a finite number"
+    if isinstance(value, str) and "\x00" in value:
+        return path, "must not contain NUL characters"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return path, f"keys must be strings, not {type(key).__name__}"
+            if "\x00" in key:
+                return path, "keys must not contain NUL characters"
+            problem = _json_problem(item, f"{path}.{key}", depth + 1)
+            if problem:
+                return problem
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            problem = _json_problem(item, f"{path}[{i}]", depth + 1)
+            if problem:
+                return problem
+    elif value is not None and not isinstance(value, (str, int, float, bool)):
+        return path, f"must be JSON (not {type(value).__name__})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -43,9 +85,18 @@ class BotConfig:
         """Validate every part, collecting all errors, and return the normalized config."""
         errors: list[dict] = []
         norm_params: dict = {}
+        blocks = {"params": params, "risk": risk, "execution": execution}
+        unstorable = {name for name, block in blocks.items() if _json_problem(block, name)}
+        for name in unstorable:
+            field, reason = _json_problem(blocks[name], name)
+            errors.append({"field": name, "message": f"{field}: {reason}"})
         if not isinstance(strategy, str) or not strategy:
             errors.append({"field": "strategy", "message": "a strategy name or dotted path is required"})
-        else:
+        elif len(strategy) > STRATEGY_MAX_LENGTH or not STRATEGY_RE.match(strategy):
+            errors.append({"field": "strategy", "message": f"{_shown(strategy)} is not a strategy name or dotted path "
+                                                           f"(e.g. sma_crossover or mypkg.strategies:MyStrategy, "
+                                                           f"at most {STRATEGY_MAX_LENGTH} characters)"})
+        elif "params" not in unstorable:
             try:
                 norm_params = build_strategy(strategy, params if params is not None else {}).params.model_dump(mode="json")
             except StrategyConfigError as exc:
@@ -57,25 +108,31 @@ class BotConfig:
         if not isinstance(symbols, (list, tuple)) or not symbols:
             errors.append({"field": "symbols", "message": "at least one symbol is required"})
             symbols = ()
+        elif len(symbols) > MAX_SYMBOLS:
+            errors.append({"field": "symbols", "message": f"at most {MAX_SYMBOLS} symbols, got {len(symbols)}"})
+            symbols = ()
         else:
-            for s in symbols:
-                if not isinstance(s, str) or not SYMBOL_RE.match(s):
-                    errors.append({"field": "symbols", "message": f"invalid symbol {s!r} (use e.g. ETH-USD)"})
-            if len(set(symbols)) != len(symbols):
+            bad = [s for s in symbols if not isinstance(s, str) or not SYMBOL_RE.match(s)]
+            errors.extend({"field": "symbols", "message": f"invalid symbol {_shown(s)} (use e.g. ETH-USD)"} for s in bad)
+            if not bad and len(set(symbols)) != len(symbols):
                 errors.append({"field": "symbols", "message": "symbols must be unique"})
-        if timeframe not in TIMEFRAME_SECONDS:
-            errors.append({"field": "timeframe", "message": f"unknown timeframe {timeframe!r}; known: {', '.join(TIMEFRAME_SECONDS)}"})
+        if not isinstance(timeframe, str) or timeframe not in TIMEFRAME_SECONDS:
+            errors.append({"field": "timeframe", "message": f"unknown timeframe {_shown(timeframe)}; known: {', '.join(TIMEFRAME_SECONDS)}"})
         norm_risk: dict = {}
-        try:
-            norm_risk = parse_risk_block(risk).model_dump(exclude_none=True)
-        except RiskConfigError as exc:
-            errors.extend(exc.errors or [{"field": "risk", "message": str(exc)}])
+        if "risk" not in unstorable:
+            try:
+                norm_risk = parse_risk_block(risk).model_dump(exclude_none=True)
+            except RiskConfigError as exc:
+                errors.extend(exc.errors or [{"field": "risk", "message": str(exc)}])
         norm_exec: dict = {}
-        if execution is not None and not isinstance(execution, dict):
+        if "execution" in unstorable:
+            pass
+        elif execution is not None and not isinstance(execution, dict):
             errors.append({"field": "execution", "message": "execution block must be an object"})
         else:
             try:
-                norm_exec = ExecutionConfig.model_validate(execution or {}).model_dump()
+                # Strict, like the risk block: "2" or "true" is not a number or a flag.
+                norm_exec = ExecutionConfig.model_validate(execution or {}, strict=True).model_dump()
             except ValidationError as exc:
                 errors.extend(
                     {"field": "execution." + ".".join(str(p) for p in e["loc"]), "message": e["msg"]}

@@ -35,11 +35,17 @@ LAYOUTS = {"yahoo": YAHOO_COLUMNS, "generic": GENERIC_COLUMNS}
 PRICE_FIELDS = ("open", "high", "low", "close")
 NUMBER_FIELDS = (*PRICE_FIELDS, "volume")
 
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_EPOCH_RE = re.compile(r"[+-]?\d+")
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_EPOCH_RE = re.compile(r"[+-]?\d+", re.ASCII)
 # Epoch seconds past this (year 5138) are almost certainly milliseconds; refuse rather than
 # store bars thousands of years in the future.
 _MAX_EPOCH_SECONDS = 100_000_000_000
+# Bars are dated from 1900 up to (not including) 2200: anything else is a typo or a unit mix-up.
+MIN_TS = -2_208_988_800  # 1900-01-01T00:00:00Z
+MAX_TS = 7_258_118_400  # 2200-01-01T00:00:00Z
+# A price or volume past these is not market data (and a sum of such values is inf).
+MAX_PRICE = 1e12
+MAX_VOLUME = 1e18
 
 
 class BarFileError(ValueError):
@@ -58,20 +64,30 @@ def parse_timestamp(text: str) -> int:
     Raises ValueError with a short reason; the caller adds file, line and column.
     """
     if _EPOCH_RE.fullmatch(text):
+        if len(text) > 20:
+            raise ValueError("epoch value too large for seconds (milliseconds?)")
         value = int(text)
         if abs(value) >= _MAX_EPOCH_SECONDS:
             raise ValueError("epoch value too large for seconds (milliseconds?)")
-        return value
-    if _DATE_RE.fullmatch(text):
-        # date.fromisoformat would also take "20240101" or week dates; only the plain form is a date.
-        dt = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
     else:
-        dt = datetime.fromisoformat(text)
-        dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-    if dt.microsecond:
-        # Bars open on whole seconds; truncating would silently move the bar.
-        raise ValueError("fractional seconds are not supported")
-    return int(dt.timestamp())
+        if _DATE_RE.fullmatch(text):
+            # date.fromisoformat would also take "20240101" or week dates; only the plain form is a date.
+            dt = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+        else:
+            if not text.isascii():
+                raise ValueError("not an ISO-8601 time")
+            dt = datetime.fromisoformat(text)
+            try:
+                dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+            except OverflowError:
+                raise ValueError("out of range: bars are dated from 1900 to 2199") from None
+        if dt.microsecond:
+            # Bars open on whole seconds; truncating would silently move the bar.
+            raise ValueError("fractional seconds are not supported")
+        value = int(dt.timestamp())
+    if not MIN_TS <= value < MAX_TS:
+        raise ValueError("out of range: bars are dated from 1900 to 2199")
+    return value
 
 
 def _read_header(path: str, row: list[str] | None) -> tuple[list[str], list[str | None]]:
@@ -178,8 +194,12 @@ def _check_bar(path: str, line: int, v: dict) -> None:
     for name in PRICE_FIELDS:
         if v[name] <= 0:
             raise BarFileError(path, line, f"non-positive price in column {name!r}: {v[name]}")
+        if v[name] > MAX_PRICE:
+            raise BarFileError(path, line, f"price in column {name!r} is absurd: {v[name]:g} > {MAX_PRICE:g}")
     if v["volume"] < 0:
         raise BarFileError(path, line, f"negative volume: {v['volume']}")
+    if v["volume"] > MAX_VOLUME:
+        raise BarFileError(path, line, f"volume is absurd: {v['volume']:g} > {MAX_VOLUME:g}")
     if v["high"] < v["low"]:
         raise BarFileError(path, line, f"high {v['high']} is below low {v['low']}")
     for name in ("open", "close"):

@@ -3,6 +3,7 @@ operator commands (--paper-sessions-list / -show / -health / -alerts / -index / 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +41,8 @@ class Command(BaseCommand):
         run.add_argument("--data-source", choices=["stored", "synthetic"], help="default stored")
         run.add_argument("--bars", type=int, help="number of synthetic bars (with --data-source synthetic)")
         run.add_argument("--output-root", help="artifact root (default outputs/paper_sessions or outputs/runs)")
-        run.add_argument("--json-request", help='{"schema_version":"1.0","request_id":...,"command":"run","params":{...}}')
+        run.add_argument("--json-request", help='{"schema_version":"1.0","request_id":...,"command":"run","params":{...}}, '
+                                                "or @FILE to read it from a file")
         run.add_argument("--signal-file", help="append JSON-line signal events (mode=run) here")
         ops = parser.add_argument_group("paper-session operations (each takes the artifact root)")
         ops.add_argument("--paper-sessions-list", nargs="?", const=_paper_root(), metavar="ROOT")
@@ -72,12 +74,13 @@ class Command(BaseCommand):
 
         request_id = ""
         try:
-            if o["json_request"]:
+            # `is not None`: an empty --json-request is a bad request, not "no request" (it ran the default run).
+            if o["json_request"] is not None:
                 if any(o[k] is not None and o[k] is not False for k in
                        ("ticker", "start", "end", "bot", "strategy", "params", "timeframe", "starting_cash",
                         "seed", "data_source", "bars", "output_root")) or o["paper"] or o["report"]:
                     raise replay.RunRequestError("give either --json-request or run flags, not both")
-                request = replay.parse_json_request(o["json_request"])
+                request = replay.parse_json_request(self._json_request_text(o["json_request"]))
                 params, request_id = request.params, request.request_id
             else:
                 params = replay.RunParams.model_validate(self._flags(o), strict=False)
@@ -85,7 +88,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc), returncode=EXIT_BAD_INPUT) from None
         except ValidationError as exc:
             raise CommandError(f"invalid run flags: {replay._errors_text(exc, '--')}", returncode=EXIT_BAD_INPUT) from None
-        signals = replay.SignalFile(Path(o["signal_file"]) if o["signal_file"] else None)
+        signals = replay.SignalFile(Path(o["signal_file"]) if o["signal_file"] is not None else None)
         stop = replay.StopFlag()
         restore = stop.install_signal_handlers()
         try:
@@ -111,17 +114,38 @@ class Command(BaseCommand):
             raise CommandError(f"{kind} {outcome.run_id} aborted: {outcome.status_reason}", returncode=EXIT_ABORTED)
 
     @staticmethod
+    def _json_request_text(value: str) -> str:
+        """The request itself, or with `@FILE` the text of that file (UTF-8, at most 1 MB)."""
+        from paper.replay import MAX_JSON_REQUEST, RunRequestError
+
+        if not value.startswith("@"):
+            return value
+        path = Path(value[1:])
+        try:
+            if "\x00" in value or not path.is_file():
+                raise RunRequestError(f"--json-request {value}: no such file")
+            if path.stat().st_size > MAX_JSON_REQUEST:
+                raise RunRequestError(f"--json-request {value}: the file is larger than {MAX_JSON_REQUEST:,} bytes")
+            return path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RunRequestError(f"--json-request {value}: not UTF-8 text (byte {exc.start})") from None
+        except OSError as exc:
+            raise RunRequestError(f"--json-request {value}: unreadable ({exc.strerror or exc})") from None
+
+    @staticmethod
     def _flags(o) -> dict:
         flags = {k: o[k] for k in ("ticker", "start", "end", "bot", "strategy", "timeframe", "starting_cash",
                                    "seed", "data_source", "bars", "output_root") if o[k] is not None}
         flags["paper"], flags["report"] = bool(o["paper"]), bool(o["report"])
         if o["params"] is not None:
+            from paper.replay import RunRequestError
+
             try:
                 flags["params"] = json.loads(o["params"])
             except json.JSONDecodeError as exc:
-                from paper.replay import RunRequestError
-
                 raise RunRequestError(f"--params is not valid JSON: {exc}") from None
+            except RecursionError:
+                raise RunRequestError("--params is not valid JSON: nested too deeply") from None
         return flags
 
     @staticmethod
@@ -139,13 +163,20 @@ class Command(BaseCommand):
         as_json = o["json"]
         try:
             if op == "paper_sessions_show":
-                target = Path(o["paper_sessions_show"])
-                if target.is_dir():
+                value = o["paper_sessions_show"]
+                if "\x00" in value:
+                    raise runbook.RunbookError(f"not a paper session folder or id: {value!r}")
+                target = Path(value)
+                # A path (it has a separator, or something is there) is shown as a folder, even a
+                # broken one; a bare name is an id (or a unique prefix) in the root.
+                if "/" in value or os.sep in value or target.exists() or target.is_symlink():
                     record = runbook.session_show(target)
                 else:
-                    record = runbook.session_show(Path(o["paper_sessions_root"] or _paper_root()), o["paper_sessions_show"])
+                    record = runbook.session_show(Path(o["paper_sessions_root"] or _paper_root()), value)
                 self._emit(record.to_dict() if as_json else runbook.format_show(record), as_json)
                 return
+            if "\x00" in o[op]:
+                raise runbook.RunbookError(f"no such artifact root: {o[op]!r}")
             root = Path(o[op])
             if not root.is_dir():
                 raise runbook.RunbookError(f"no such artifact root: {root}")
@@ -170,9 +201,15 @@ class Command(BaseCommand):
                 self._emit(data if as_json else runbook.format_promotion(data), as_json)
         except runbook.RunbookError as exc:
             raise CommandError(str(exc), returncode=EXIT_BAD_INPUT) from None
+        except OSError as exc:  # the root itself cannot be read or written (permissions, a full disk)
+            raise CommandError(f"{exc.filename or 'artifact root'}: {exc.strerror or exc}",
+                               returncode=EXIT_BAD_INPUT) from None
 
     def _emit(self, value, as_json: bool) -> None:
+        from paper.runbook import json_safe, printable
+
         if as_json:
-            self.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str))
+            # Strict JSON (no NaN) that any reader takes; a folder name that is not UTF-8 is escaped.
+            self.stdout.write(json.dumps(json_safe(value), indent=2, sort_keys=True, default=str, allow_nan=False))
         else:
-            self.stdout.write(value)
+            self.stdout.write(printable(value))
