@@ -4,6 +4,7 @@ Every rejected file raises `BarFileError` naming the file and the physical line 
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import math
 import os
@@ -134,10 +135,29 @@ def parse_bars_csv(path: str | os.PathLike, *, symbol: str, timeframe: str) -> B
         try:
             _read_rows(spath, reader, cols)
         except UnicodeDecodeError:
-            raise BarFileError(spath, reader.line_num + 1, "not UTF-8 text") from None
+            # The decoder reads ahead in chunks, so the reader's line count is not where the bad byte is.
+            line, column = _first_undecodable(path)
+            raise BarFileError(spath, line or reader.line_num + 1, f"not UTF-8 text (byte {column} of the line)"
+                               if line else "not UTF-8 text") from None
         except csv.Error as exc:
             raise BarFileError(spath, reader.line_num, f"malformed CSV: {exc}") from None
     return Bars.from_columns(symbol=symbol, timeframe=timeframe, source="csv", **cols)
+
+
+def _first_undecodable(path: str | os.PathLike) -> tuple[int, int]:
+    """(line, 1-based byte in it) of the first line that is not UTF-8, or (0, 0).
+
+    UTF-8 never uses the newline byte inside a character, so lines can be checked one at a time.
+    """
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return number, exc.start + 1
+    return 0, 0
 
 
 def _read_rows(path: str, reader, cols: dict[str, list]) -> None:

@@ -122,6 +122,8 @@ class Command(BaseCommand):
             return value
         path = Path(value[1:])
         try:
+            if "\x00" not in value and path.is_dir():
+                raise RunRequestError(f"--json-request {value}: a folder, not a file")
             if "\x00" in value or not path.is_file():
                 raise RunRequestError(f"--json-request {value}: no such file")
             if path.stat().st_size > MAX_JSON_REQUEST:
