@@ -24,6 +24,24 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def _is_time(value) -> bool:
+    try:
+        datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _seconds_between(started, finished: str) -> float:
+    """finished - started in seconds; 0 when `started` (read back from a status file) is not a time."""
+    try:
+        start = datetime.fromisoformat(started)
+        end = datetime.fromisoformat(finished)
+        return (end - start).total_seconds()
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+
+
 def ts_iso(ts: int) -> str:
     return datetime.fromtimestamp(int(ts), UTC).isoformat()
 
@@ -131,7 +149,7 @@ class RunArtifacts:
         """Only the status file, at once (cheap); the full finish may follow later."""
         finished = now_iso()
         started = self._status.get("started_at") or finished
-        duration = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+        duration = _seconds_between(started, finished)
         self._status.update(status=status, terminal=True, status_reason=status_reason, finished_at=finished,
                             duration_seconds=round(duration, 3), updated_at=finished, bars_processed=bars_processed,
                             error_type=error_type or None, error_message=error_message or None)
@@ -146,10 +164,13 @@ class RunArtifacts:
 
     def load_status(self) -> None:
         """Pick up an existing status file (a later process finishing this folder)."""
+        # A damaged file (garbage, a list, nesting deep enough to exhaust the parser, a symlink
+        # loop) is replaced by the status written next, never a reason to fail the session's end.
         try:
-            self._status = json.loads(self.path(c.STATUS).read_text())
-        except (OSError, ValueError):
-            self._status = {}
+            status = json.loads(self.path(c.STATUS).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            status = {}
+        self._status = status if isinstance(status, dict) else {}
 
     def finish(
         self,
@@ -178,9 +199,9 @@ class RunArtifacts:
         _atomic_write(self.path(c.DRAWDOWN_PNG), _plot(ts, drawdown_curve(equity, starting_cash),
                                                          title=f"{title} drawdown", ylabel="drawdown %", fill_below=True))
         finished = self._status.get("finished_at") if self._status.get("terminal") else None
-        finished = finished or now_iso()
+        finished = finished if _is_time(finished) else now_iso()
         started = self._status.get("started_at") or finished
-        duration = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+        duration = _seconds_between(started, finished)
         report = {
             "machine_contract": {"contract_type": contract_type, "schema_version": c.SCHEMA_VERSION,
                                  "request_id": request_id},

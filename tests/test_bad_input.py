@@ -998,6 +998,32 @@ def test_corrupt_roots_from_the_real_command_line(tmp_path):
             assert result["stderr"].strip() and not result["stdout"]
 
 
+@pytest.mark.parametrize("damage", [
+    pytest.param(lambda p: p.write_bytes(b"[1, 2]"), id="a JSON list"),
+    pytest.param(lambda p: p.write_bytes(b"[" * 100_000), id="100,000 brackets"),
+    pytest.param(lambda p: p.write_bytes(bytes(range(256))), id="binary garbage"),
+    pytest.param(lambda p: (p.unlink(), p.symlink_to(p.name)), id="a symlink loop"),
+    pytest.param(lambda p: p.write_text(json.dumps({"started_at": "yesterday", "finished_at": 5, "terminal": True})),
+                 id="times that are not times"),
+    pytest.param(lambda p: p.write_text(json.dumps({"started_at": "2026-01-01T00:00:00"})), id="a naive start"),
+])
+def test_a_session_ends_in_its_folder_whatever_its_status_file_became(tmp_path, damage):
+    """A live session's end (another process picking the folder up) survives a damaged status file."""
+    from paper.artifacts import RunArtifacts
+
+    folder = RunArtifacts(tmp_path, BROKEN)
+    folder.start(metadata={}, config={}, bars_total=10)
+    damage(folder.path(c.STATUS))
+    later = RunArtifacts(tmp_path, BROKEN)
+    later.load_status()
+    later.mark_terminal(status=c.ABORTED, status_reason="kill_switch: drill", bars_processed=3)
+    later.finish(status=c.ABORTED, status_reason="kill_switch: drill", result=None, request_id="", data={},
+                 contract_type=c.PAPER_CONTRACT_TYPE, extra_metrics={"starting_cash": 1000.0})
+    status = strict_json(folder.path(c.STATUS).read_text())
+    assert (status["status"], status["terminal"], status["status_reason"]) == (c.ABORTED, True, "kill_switch: drill")
+    assert isinstance(status["duration_seconds"], float)
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--paper-sessions-promotion", "{root}", "--min-sharpe", "nan"], "min_sharpe"),
     (["--paper-sessions-promotion", "{root}", "--min-sharpe", "inf"], "min_sharpe"),
