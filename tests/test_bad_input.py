@@ -501,6 +501,18 @@ def test_absurd_run_flags_exit_2_and_write_nothing(tmp_path, flags, fragment):
     assert state() == before and not settings.OUTPUTS_DIR.exists()
 
 
+@pytest.mark.parametrize(("flags", "fragment"), [
+    (["--port", "70000"], "--port"), (["--port=-1"], "--port"), (["--threads", "0"], "--threads"),
+    (["--threads", str(HUGE_INT)], "--threads"), (["--host", "local host"], "--host"), (["--host", ""], "--host"),
+    (["--host", "http://localhost"], "--host"), (["--host", "a\x00"], "--host"),
+])
+def test_bad_serve_flags_exit_2_before_anything_starts(flags, fragment):
+    before = state()
+    code, out, message = command("serve", "--no-demo", *flags)
+    assert code == 2 and fragment in message and out == "", (code, out, message)
+    assert state() == before
+
+
 # --- 3. a huge body --------------------------------------------------------------------------------
 
 def huge_bot_body(megabytes: int = 20) -> str:

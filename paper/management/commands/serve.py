@@ -8,7 +8,7 @@ import logging
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,20 @@ class Command(BaseCommand):
         parser.add_argument("--threads", type=int, default=settings.EMBEDDED_WORKER_THREADS,
                             help="in-process worker threads (one per concurrent session)")
 
+    @staticmethod
+    def _check(opts) -> None:
+        """Bad flags are refused (exit 2) before anything is migrated, created or bound."""
+        if not 0 <= opts["port"] <= 65535:
+            raise CommandError(f"--port must be from 0 to 65535, not {opts['port']}", returncode=2)
+        if not 1 <= opts["threads"] <= 1000:
+            raise CommandError(f"--threads must be from 1 to 1000, not {opts['threads']}", returncode=2)
+        host = opts["host"]
+        # A name or an address (IPv6 too: colons are fine); not a URL, a path or a user@host.
+        if not host or len(host) > 253 or any(ch.isspace() or ch in "\x00/@" for ch in host):
+            raise CommandError(f"--host must be a host name or an IP address, not {host[:60]!r}", returncode=2)
+
     def handle(self, *args, **opts):
+        self._check(opts)
         from daphne.endpoints import build_endpoint_description_strings
         from daphne.server import Server
         from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
