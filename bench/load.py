@@ -71,6 +71,33 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def descendants(root: int) -> list[int]:
+    """root and every process under it (the rundramatiq supervisor's worker processes)."""
+    parent = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += [p for p, pp in parent.items() if pp == pid]
+    return found
+
+
+def renice(pids: list[int], nice: int) -> None:
+    """Set every thread of these processes (Linux nice is per thread) to `nice`."""
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
+            except OSError:
+                pass
+
+
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
@@ -292,7 +319,7 @@ def run_locust(*, stack: Stack, workdir: Path, runs: list[tuple[str, int]], args
     for var in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"):
         env.pop(var, None)
     serve_pid = stack.procs[0].pid
-    watched = {"daphne": [serve_pid], "workers": stack.worker_pids()}
+    watched = {"daphne": [serve_pid], "workers": [p for proc in stack.procs[1:] for p in descendants(proc.pid)]}
     before = {k: sum(cpu_seconds(p) for p in v) for k, v in watched.items()}
     loads: list[str] = []
     stop = threading.Event()
@@ -303,10 +330,12 @@ def run_locust(*, stack: Stack, workdir: Path, runs: list[tuple[str, int]], args
 
     sampler = threading.Thread(target=sample, daemon=True)
     print(f"\nlocust: {args.read_users} readers at {args.read_rate:g} req/s in all + {plan['start_users']} starters at "
-          f"{args.start_rate:g}/s, {args.ramp} s ramp (not measured) + {args.duration} s measured; "
+          f"{args.start_rate:g}/s, {args.ramp} s ramp (not measured) + {args.duration} s measured, nice {args.nice}; "
           f"load average before: {loadavg()}", flush=True)
     with open(workdir / "locust.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    if args.nice:
+        renice([proc.pid], args.nice)
     sampler.start()
     locust_cpu = 0.0
     try:
@@ -398,6 +427,8 @@ def main() -> int:
     parser.add_argument("--db", default=DB_NAME)
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="run the stack and locust at this nice value (e.g. -10 on a machine shared with other work)")
     args = parser.parse_args()
 
     print(f"bench/load.py on {machine()}\n{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC, "
@@ -421,6 +452,8 @@ def main() -> int:
         stack = Stack(mode="services", workdir=workdir, database_url=database_url, redis_url=REDIS_URL,
                       processes=2, threads=args.threads)
         stack.start()
+        if args.nice:
+            renice([p for proc in stack.procs for p in descendants(proc.pid)], args.nice)
         print(f"stack up at {stack.url}: daphne pid {stack.procs[0].pid}, 2 rundramatiq processes x {args.threads} "
               f"threads, demo bot {stack.demo_bot_id}; logs in {workdir}", flush=True)
         plans_ok = explain(token=stack.token, runs=runs, list_limit=args.list_limit, fills_limit=args.fills_limit)
