@@ -1155,9 +1155,6 @@ async def test_the_no_route_consumer_closes_with_4404():
 
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.xfail(strict=False, raises=ValueError,
-                   reason="paper/routing.py has no catch-all route: an unmatched ws/ path raises "
-                          "'No route found' (append re_path(r'^ws/', NoRouteConsumer.as_asgi()))")
 @pytest.mark.parametrize("suffix", [pytest.param("x" * 5000, id="a 5,000-character run id"),
                                     pytest.param("/../../admin", id="dots"), pytest.param("%00", id="NUL")])
 async def test_an_unroutable_socket_path_is_closed_not_a_traceback(suffix):

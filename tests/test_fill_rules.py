@@ -598,3 +598,14 @@ def test_property_fills_inside_bar_and_after_decision(case, seed):
     for f in result.fills:
         _, h, lo = rows[f.bar_index][:3]
         assert lo <= f.price <= h
+
+
+@pytest.mark.parametrize("cash", [1e11, 1e12, 1e15], ids=["1e11", "1e12", "1e15"])
+def test_buying_power_with_huge_cash_terminates_and_never_overspends(cash):
+    """Past 2**53 quantity steps, stepping down by qty_step is a no-op in float64: it once looped forever."""
+    rows = [BAR0, (100.3, 105, 95, 100), (100, 105, 95, 100)]
+    result, _ = run_script(rows, {0: [buy(cash)]}, starting_cash=cash, taker_fee_bps=10.0)
+    (fill,) = result.fills
+    assert fill.qty * fill.price * (1 + 10.0 / 1e4) <= cash
+    assert fill.qty > 0.99 * cash / (100.3 * 1.001)
+    assert (result.cash >= 0).all()

@@ -70,7 +70,7 @@ class ExecutionConfig(BaseModel):
     slippage_jitter_bps: float = Field(0.0, ge=0, le=1000, description="uniform random extra bps, seeded")
     max_volume_fraction: float | None = Field(None, gt=0, le=1, description="cap a fill at this share of bar volume")
     allow_short: bool = False
-    qty_step: float = Field(1e-8, gt=0, description="quantities are rounded down to this step")
+    qty_step: float = Field(1e-8, gt=0, le=1e6, description="quantities are rounded down to this step")
 
 
 def match_price(order: Order, o: float, h: float, l: float) -> tuple[float | None, Liquidity]:
@@ -331,7 +331,11 @@ class SimulatedBroker:
         step = self._step
         qty = math.floor(cash / cost_per_unit / step) * step
         while qty > 0 and qty * cost_per_unit > cash:
-            qty -= step
+            # Past 2**53 steps, `qty - step` is `qty` again in float64 (the step is below the
+            # number's resolution): step down by one unit in the last place instead, which
+            # takes a few iterations, not forever.
+            lower = qty - step
+            qty = lower if lower < qty else math.nextafter(qty, 0.0)
         return max(qty, 0.0)
 
 
