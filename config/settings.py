@@ -202,6 +202,9 @@ PAPER_FRAME_BACKLOG = env.int("PAPER_FRAME_BACKLOG", default=200)
 EMBEDDED_WORKER_THREADS = env.int("EMBEDDED_WORKER_THREADS", default=16)
 # The paper metadata gate: a backtest of the bot's current config must be younger than this.
 PAPER_GATE_MAX_AGE_HOURS = env.float("PAPER_GATE_MAX_AGE_HOURS", default=24 * 7)
+# Packages a bot's dotted strategy path (`pkg.mod:Class`) may import from; built-in strategies
+# are always available. A bot config from the API cannot name any other module.
+PAPER_STRATEGY_PACKAGES = env.list("PAPER_STRATEGY_PACKAGES", default=["strategies"])
 # Where run artifacts go (paper sessions and research runs).
 OUTPUTS_DIR = Path(env.str("OUTPUTS_DIR", default=str(BASE_DIR / "outputs")))
 

@@ -64,6 +64,8 @@ def _outputs_in_tmp(settings, tmp_path):
     settings.PAPER_ARTIFACTS_DELAY_MS = 0  # inline; tests/test_actors.py covers the delayed actor
     # No background reconciler thread in workers that tests start; tests call sessions_reconcile().
     settings.PAPER_RECONCILE_SECONDS = 0
+    # tests/custom_strategy_example.py holds the custom strategies the tests load by path.
+    settings.PAPER_STRATEGY_PACKAGES = ["strategies", "tests"]
 
 
 @pytest.fixture

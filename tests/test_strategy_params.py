@@ -249,7 +249,11 @@ def test_custom_strategy_by_dotted_path(path: str) -> None:
         ("tests.custom_strategy_example:NOT_A_CLASS", "is not a Strategy subclass"),
         ("tests.custom_strategy_example:Missing", "cannot load strategy"),
         ("tests.no_such_module:MyStrat", "cannot load strategy"),
-        ("no_such_package.mod.Cls", "cannot load strategy"),
+        ("no_such_package.mod.Cls", "not in an allowed package"),
+        # A bot config must not make the server import whatever it names.
+        ("os:system", "not in an allowed package"),
+        ("subprocess.Popen", "not in an allowed package"),
+        ("testsuite.evil:Cls", "not in an allowed package"),  # a prefix of a name is not its package
     ],
 )
 def test_dotted_path_refusals(path: str, message: str) -> None:
@@ -351,3 +355,10 @@ def test_decisions_on_a_prefix_are_a_prefix_of_the_decisions(name: str) -> None:
     assert len(full) >= (1 if name == "buy_and_hold" else 4)
     for k in [*range(1, len(close), 7), len(close)]:
         assert run(build_strategy(name, params), close[:k]) == [d for d in full if d[0] < k]
+
+
+def test_allowed_strategy_packages_follow_the_setting(settings) -> None:
+    settings.PAPER_STRATEGY_PACKAGES = ["strategies"]
+    with pytest.raises(StrategyConfigError, match=r"not in an allowed package \(strategies; PAPER_STRATEGY_PACKAGES\)"):
+        get_strategy_class("tests.custom_strategy_example:MyStrat")
+    assert get_strategy_class("sma_crossover").name == "sma_crossover"  # built-ins always

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -96,6 +97,19 @@ def registered_strategies() -> dict[str, type[Strategy]]:
     return dict(sorted(_REGISTRY.items()))
 
 
+# Which packages a dotted strategy path may import from: a callable returning package names,
+# or None for any (the engine used as a library). The Django app sets it from
+# PAPER_STRATEGY_PACKAGES, so a bot config sent to the API cannot make the server import an
+# arbitrary module.
+allowed_packages: Callable[[], Sequence[str]] | None = None
+
+
+def _importable(module_name: str) -> bool:
+    if allowed_packages is None:
+        return True
+    return any(module_name == p or module_name.startswith(p + ".") for p in allowed_packages())
+
+
 def get_strategy_class(name: str) -> type[Strategy]:
     """A registered name (`sma_crossover`) or a dotted path (`pkg.mod:Class` / `pkg.mod.Class`)."""
     _load_builtins()
@@ -105,6 +119,10 @@ def get_strategy_class(name: str) -> type[Strategy]:
         known = ", ".join(sorted(_REGISTRY))
         raise StrategyConfigError(f"unknown strategy {name!r}; known: {known}, or a dotted path")
     module_name, _, attr = name.partition(":") if ":" in name else name.rpartition(".")
+    if not _importable(module_name):
+        packages = ", ".join(allowed_packages()) or "none"
+        raise StrategyConfigError(f"strategy {name!r} is not in an allowed package ({packages}; "
+                                  "PAPER_STRATEGY_PACKAGES) and not a built-in")
     try:
         module = importlib.import_module(module_name)
         cls = getattr(module, attr)
