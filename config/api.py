@@ -4,15 +4,22 @@ Every error leaves as JSON `{"code", "detail", "errors"?}`; the app routers moun
 """
 import json
 import logging
+import math
+from datetime import date
+from functools import wraps
+from typing import Annotated, Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import OperationalError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.urls import URLPattern
 from django.views.defaults import page_not_found
 from ninja import Field, NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.pagination import LimitOffsetPagination
 from ninja.parser import Parser
-from pydantic import ConfigDict
+from pydantic import BeforeValidator, ConfigDict, Strict
 
 from config.auth import API_AUTH
 from config.errors import AppError
@@ -20,14 +27,95 @@ from config.errors import AppError
 # Request schemas refuse what they do not know and numbers that are not numbers.
 STRICT_INPUT = ConfigDict(extra="forbid", allow_inf_nan=False)
 
+# Body numbers as JSON (Schema) types them: an integer field takes 7 and 7.0 (the same number in
+# JSON) and refuses 7.5, "7" and true; a number field takes 7 and 7.5 and refuses "7.5" and true.
+# Query parameters arrive as text and stay lax.
+
+
+def _json_integer(value):
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
+
+
+def JsonInt(**bounds):  # noqa: N802 (a type)
+    """An integer field as JSON Schema means it, with its bounds (`ge=0, le=10`). The bounds sit
+    inside the type: given to the field, next to a before-validator, pydantic would publish them
+    as "ge"/"le" instead of "minimum"/"maximum"."""
+    return Annotated[int, Strict(), Field(**bounds), BeforeValidator(_json_integer)]
+
+
+StrictFloat = Annotated[float, Strict()]
+
+DATE_MIN, DATE_MAX = date(1970, 1, 1), date(2099, 12, 31)
+DATE_PATTERN = r"^(19[7-9][0-9]|20[0-9][0-9])-[0-9]{2}-[0-9]{2}$"
+
+
+def _iso_date(value):
+    """A date is a "YYYY-MM-DD" string from 1970 to 2099 (not a timestamp, not a datetime)."""
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a date string YYYY-MM-DD")
+    try:
+        parsed = date.fromisoformat(value) if len(value) == 10 else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise ValueError(f"{value!r} is not a date YYYY-MM-DD")
+    if not DATE_MIN <= parsed <= DATE_MAX:
+        raise ValueError(f"must be from {DATE_MIN} to {DATE_MAX}")
+    return parsed
+
+
+ApiDate = Annotated[
+    date,
+    BeforeValidator(_iso_date),
+    Field(json_schema_extra={"pattern": DATE_PATTERN}, description=f"YYYY-MM-DD, {DATE_MIN} to {DATE_MAX}"),
+]
+
 PAGE_DEFAULT = 100
 PAGE_MAX = 1000
 
 
 class ErrorOut(Schema):
-    code: str
-    detail: str
-    errors: list | dict | None = None
+    code: str = Field(description="a stable machine-readable reason, e.g. invalid_input, not_found, gate_refused")
+    detail: str = Field(description="the reason in words")
+    errors: list | dict | None = Field(None, description="per-field errors, or details of the refusal")
+
+
+# What each error status means in this API; every operation documents the ones it can return.
+ERROR_STATUSES = {
+    400: "malformed_json: the body is not JSON (or not UTF-8)",
+    401: "not_authenticated: no, unknown or revoked token (or an inactive user), and no session",
+    403: "forbidden: a session request without its CSRF token, or an action the user may not take",
+    404: "not_found: no such object (or no such URL)",
+    405: "method_not_allowed: the path exists, the method does not",
+    409: "a conflict with the current state (a name in use, the paper gate, rows that depend on it)",
+    413: "payload_too_large: the body is larger than the server takes (DATA_UPLOAD_MAX_MEMORY_SIZE)",
+    422: "invalid_input (or a service's code): the request is well-formed JSON that is not acceptable",
+    423: "kill_switch_latched: new sessions are refused until the kill switch is re-armed",
+    503: "database_unavailable: the database is down or busy; retry shortly",
+}
+# Every operation can answer these: bad credentials, and a database that is down.
+ALWAYS = (401, 503)
+
+
+def responses(ok: Any, *errors: int, status: int = 200) -> dict[int, Any]:
+    """An operation's documented answers: `ok` under `status` (or a {status: schema} dict), the
+    errors every operation can give (ALWAYS), and `errors`, each with the ErrorOut body."""
+    documented = dict(ok) if isinstance(ok, dict) else {status: ok}
+    for code in sorted({*ALWAYS, *errors}):
+        if code not in ERROR_STATUSES:
+            raise ValueError(f"undocumented error status {code}")
+        documented[code] = ErrorOut
+    return documented
+
+
+# The error statuses of a request body (not JSON, too large, or refused by its schema) and of a
+# session-authenticated unsafe request (CSRF).
+BODY = (400, 413, 422)
+CSRF = 403
 
 
 class MalformedJSON(ValueError):
@@ -68,7 +156,45 @@ class Page(LimitOffsetPagination):
 
 log = logging.getLogger(__name__)
 
-api = NinjaAPI(
+
+def _json_405(view):
+    """ninja answers a method a path does not have with a plain-text 405: make it our JSON body."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        if isinstance(response, HttpResponseNotAllowed):
+            allowed = response["Allow"]
+            body = {"code": "method_not_allowed",
+                    "detail": f"{request.method} is not allowed on {request.path}; allowed: {allowed}"}
+            response = JsonResponse(body, status=405)
+            response["Allow"] = allowed
+        return response
+
+    return wrapper
+
+
+class PaperTradingAPI(NinjaAPI):
+    """NinjaAPI with our JSON 405, and each error status described in the schema as ERROR_STATUSES says."""
+
+    def get_openapi_schema(self, **kwargs):
+        schema = super().get_openapi_schema(**kwargs)
+        for methods in schema["paths"].values():
+            for operation in methods.values():
+                for code, answer in operation.get("responses", {}).items():
+                    if int(code) in ERROR_STATUSES:
+                        answer["description"] = ERROR_STATUSES[int(code)]
+        return schema
+
+    def _get_urls(self):
+        urls = super()._get_urls()
+        for pattern in urls:
+            if isinstance(pattern, URLPattern):
+                pattern.callback = _json_405(pattern.callback)
+        return urls
+
+
+api = PaperTradingAPI(
     title="Paper trading API",
     version="1",
     description=(
@@ -118,6 +244,13 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     else:
         body = {"code": f"http_{exc.status_code}", "detail": str(exc)}
     return api.create_response(request, body, status=exc.status_code)
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    body = {"code": "payload_too_large", "detail": f"the request body is too large: at most {limit} bytes"}
+    return api.create_response(request, body, status=413)
 
 
 @api.exception_handler(OperationalError)

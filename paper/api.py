@@ -4,14 +4,15 @@ Reads go through ledger/selectors.py; stops through paper/sessions.py and risk/s
 """
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from django.conf import settings
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
+from ninja import Path as PathParam
 from ninja.pagination import paginate
 
-from config.api import ErrorOut, Page
+from config.api import BODY, CSRF, Page, responses
 from config.auth import auth_user
 from ledger import selectors
 from ledger.models import PaperTradingRun, RunStatus
@@ -21,6 +22,9 @@ from risk.api import HaltIn, HaltReportOut
 from risk.services import halt_subsystems
 
 router = Router(tags=["paper"])
+
+# A run id as ledger.models.new_run_id makes them (and as the frames socket's route accepts them).
+RunId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_.-]{1,40}$", description="e.g. 20261121T081500Z-3f9a2c1b")]
 
 
 # --- schemas -------------------------------------------------------------------------------------
@@ -140,7 +144,7 @@ class StopOut(Schema):
 # --- operations ----------------------------------------------------------------------------------
 # /paper/stop-all is declared before /paper/{run_id} so that POST never reaches a run id.
 
-@router.post("/paper/stop-all", response={200: HaltReportOut, 422: ErrorOut})
+@router.post("/paper/stop-all", response=responses(HaltReportOut, *BODY, CSRF))
 def paper_stop_all(request: HttpRequest, payload: HaltIn | None = None):
     """Stop every active session. Does not latch: new sessions may start right after."""
     user = auth_user(request)
@@ -157,19 +161,19 @@ def _paper_root() -> Path:
     return root
 
 
-@router.get("/paper/health", response={200: dict[str, Any]})
+@router.get("/paper/health", response=responses(dict[str, Any]))
 def paper_health(request: HttpRequest):
     """Counts by status, the latest session and the latest visible issue (artifact root)."""
     return runbook.health(_paper_root(), now=datetime.now(UTC))
 
 
-@router.get("/paper/alerts", response={200: dict[str, Any], 422: ErrorOut})
+@router.get("/paper/alerts", response=responses(dict[str, Any], 422))
 def paper_alerts(request: HttpRequest, stale_minutes: float = Query(60.0, gt=0, le=525_600)):
     """PAPER_SESSION_FAILED / _ABORTED / _STALE (and _UNREADABLE) alerts, as a JSON snapshot."""
     return runbook.alerts(_paper_root(), now=datetime.now(UTC), stale_minutes=stale_minutes)
 
 
-@router.get("/paper/promotion", response={200: dict[str, Any], 422: ErrorOut})
+@router.get("/paper/promotion", response=responses(dict[str, Any], 422))
 def paper_promotion(
     request: HttpRequest,
     min_bars: int | None = Query(None, ge=0),
@@ -183,42 +187,43 @@ def paper_promotion(
     return runbook.promotion(_paper_root(), contract=runbook.PromotionContract(**overrides))
 
 
-@router.get("/paper", response=list[RunOut])
+@router.get("/paper", response=responses(list[RunOut], 422))
 @paginate(Page)
-def paper_list(request: HttpRequest, status: RunStatus | None = None, bot_id: int | None = None):
+def paper_list(request: HttpRequest, status: RunStatus | None = None,
+               bot_id: int | None = Query(None, ge=1, le=2**63 - 1)):
     return selectors.runs_list(status=status, bot_id=bot_id)
 
 
-@router.get("/paper/{run_id}", response={200: RunDetailOut, 404: ErrorOut})
-def paper_get(request: HttpRequest, run_id: str):
+@router.get("/paper/{run_id}", response=responses(RunDetailOut, 404, 422))
+def paper_get(request: HttpRequest, run_id: RunId):
     return selectors.run_get(run_id=run_id)
 
 
-@router.post("/paper/{run_id}/stop", response={200: StopOut, 404: ErrorOut})
-def paper_stop(request: HttpRequest, run_id: str):
+@router.post("/paper/{run_id}/stop", response=responses(StopOut, CSRF, 404, 422))
+def paper_stop(request: HttpRequest, run_id: RunId):
     return session_stop(run_id=run_id, user=auth_user(request))
 
 
-@router.get("/paper/{run_id}/fills", response={200: list[FillOut], 404: ErrorOut})
+@router.get("/paper/{run_id}/fills", response=responses(list[FillOut], 404, 422))
 @paginate(Page)
-def paper_fills(request: HttpRequest, run_id: str):
+def paper_fills(request: HttpRequest, run_id: RunId):
     return selectors.run_fills(run=selectors.run_get(run_id=run_id))
 
 
-@router.get("/paper/{run_id}/orders", response={200: list[OrderOut], 404: ErrorOut})
+@router.get("/paper/{run_id}/orders", response=responses(list[OrderOut], 404, 422))
 @paginate(Page)
-def paper_orders(request: HttpRequest, run_id: str):
+def paper_orders(request: HttpRequest, run_id: RunId):
     return selectors.run_orders(run=selectors.run_get(run_id=run_id))
 
 
-@router.get("/paper/{run_id}/equity", response={200: list[EquityPointOut], 404: ErrorOut})
+@router.get("/paper/{run_id}/equity", response=responses(list[EquityPointOut], 404, 422))
 @paginate(Page)
-def paper_equity(request: HttpRequest, run_id: str):
+def paper_equity(request: HttpRequest, run_id: RunId):
     return selectors.run_equity(run=selectors.run_get(run_id=run_id))
 
 
-@router.get("/paper/{run_id}/frames", response={200: list[FrameOut], 404: ErrorOut})
+@router.get("/paper/{run_id}/frames", response=responses(list[FrameOut], 404, 422))
 @paginate(Page)
-def paper_frames(request: HttpRequest, run_id: str, after_seq: int | None = Query(None, ge=0, le=2**31)):
+def paper_frames(request: HttpRequest, run_id: RunId, after_seq: int | None = Query(None, ge=0, le=2**31)):
     """Frames in seq order; `?after_seq=N` resumes after the last one a client has."""
     return selectors.run_frames(run=selectors.run_get(run_id=run_id), after_seq=after_seq)

@@ -7,7 +7,7 @@ from datetime import datetime
 from django.http import HttpRequest
 from ninja import Field, Router, Schema
 
-from config.api import STRICT_INPUT, ErrorOut
+from config.api import BODY, CSRF, STRICT_INPUT, responses
 from config.auth import auth_user
 from risk.registry import halt_handlers
 from risk.services import kill_switch_fire, kill_switch_rearm, kill_switch_state
@@ -61,20 +61,22 @@ def _state() -> dict:
     }
 
 
-@router.post("/kill-switch", response={200: HaltReportOut, 422: ErrorOut})
+@router.post("/kill-switch", response=responses(HaltReportOut, *BODY, CSRF))
 def kill_switch_post(request: HttpRequest, payload: HaltIn | None = None):
-    """Latch, then stop everything every registered subsystem runs; new sessions get 423 until re-armed."""
+    """Latch, then stop everything every registered subsystem runs; new sessions get 423 until re-armed.
+
+    Any authenticated user may fire it."""
     user = auth_user(request)
     reason = (payload.reason if payload else None) or f"kill switch fired by {user.username}"
     return kill_switch_fire(reason=reason, user=user)
 
 
-@router.get("/kill-switch", response=KillSwitchOut)
+@router.get("/kill-switch", response=responses(KillSwitchOut))
 def kill_switch_get(request: HttpRequest):
     return _state()
 
 
-@router.post("/kill-switch/rearm", response=KillSwitchOut)
+@router.post("/kill-switch/rearm", response=responses(KillSwitchOut, CSRF))
 def kill_switch_rearm_post(request: HttpRequest):
     kill_switch_rearm(user=auth_user(request))
     return _state()

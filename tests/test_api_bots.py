@@ -150,6 +150,7 @@ def test_a_latched_kill_switch_refuses_sessions_with_423_until_rearmed(api, read
     response = seed_step_2(api, ready_bot_id)
     assert response.status_code == 423
     assert response.json()["code"] == "kill_switch_latched" and "drill" in response.json()["detail"]
+    User.objects.filter(username="alice").update(is_staff=True)  # re-arming needs staff
     assert post(api, "/kill-switch/rearm").json()["latched"] is False
     assert seed_step_2(api, ready_bot_id).status_code == 201
 
@@ -184,16 +185,29 @@ def test_create_returns_the_bot_with_its_hash_and_gate(api):
 
 
 def test_an_invalid_bot_is_refused_with_the_fields_named(api):
-    response = post(api, "/bots", {**BOT, "strategy": "no_such_strategy"})
-    assert response.status_code == 400
+    response = post(api, "/bots", {**BOT, "strategy": "no_such_strategy", "timeframe": "7x"})
+    assert response.status_code == 422
     body = response.json()
-    assert body["code"] == "invalid_bot" and body["errors"][0]["field"] == "strategy"
+    assert body["code"] == "invalid_input"
+    assert {e["field"] for e in body["errors"]} == {"body.strategy", "body.timeframe"}
+    assert "sma_crossover" in body["detail"] and "'1d'" in body["detail"]
     assert not Bot.objects.exists()
+
+
+def test_a_bot_config_that_breaks_a_rule_is_422_naming_the_field(api):
+    response = post(api, "/bots", {**BOT, "params": {"fast": 8, "slow": 3}})
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_bot" and response.json()["errors"][0]["field"].startswith("params")
 
 
 def test_a_duplicate_name_is_refused(api, bot_id):
     response = post(api, "/bots", BOT)
-    assert response.status_code == 400 and response.json()["errors"][0]["field"] == "name"
+    assert response.status_code == 409 and response.json()["code"] == "bot_name_taken"
+    assert response.json()["errors"][0]["field"] == "name"
+    other = post(api, "/bots", {**BOT, "name": "other"}).json()
+    assert api.patch(f"/bots/{other['id']}", data={"name": BOT["name"]},
+                     content_type="application/json").status_code == 409
+    assert api.patch(f"/bots/{bot_id}", data={"name": BOT["name"]}, content_type="application/json").status_code == 200
 
 
 def test_list_is_paginated(api):
@@ -214,7 +228,7 @@ def test_put_replaces_and_patch_changes_only_what_it_names(api, bot_id):
 
 def test_an_invalid_update_changes_nothing(api, bot_id):
     response = api.patch(f"/bots/{bot_id}", data={"params": {"fast": 50, "slow": 10}}, content_type="application/json")
-    assert response.status_code == 400 and response.json()["code"] == "invalid_bot"
+    assert response.status_code == 422 and response.json()["code"] == "invalid_bot"
     assert Bot.objects.get(pk=bot_id).params["fast"] == 3
 
 

@@ -48,10 +48,18 @@ def assert_invalid(response, field, status=422):
 
 def test_an_unknown_bot_is_404(api):
     for method in ("GET", "PUT", "PATCH", "DELETE"):
-        response = send(api, method, "/bots/999", json.dumps({"name": "x", "strategy": "s", "symbols": ["A"]}))
+        response = send(api, method, "/bots/999", json.dumps({"name": "x", "strategy": "buy_and_hold", "symbols": ["A"]}))
         assert response.status_code == 404 and response.json()["code"] == "bot_not_found", method
     response = send(api, "POST", "/bots/999/paper", '{"starting_cash":100000,"duration_minutes":60}')
     assert response.status_code == 404 and "999" in response.json()["detail"]
+
+
+def test_a_method_a_path_does_not_have_is_a_json_405_naming_the_allowed_ones(api):
+    response = api.put("/kill-switch")
+    assert response.status_code == 405 and response["Content-Type"] == "application/json"
+    assert set(response["Allow"].split(", ")) == {"GET", "POST"}
+    body = response.json()
+    assert body["code"] == "method_not_allowed" and "PUT" in body["detail"] and "GET" in body["detail"]
 
 
 def test_an_unknown_url_is_a_json_404(api):
@@ -89,8 +97,8 @@ def test_bad_session_input_is_422_naming_the_field(api, bot, text, field):
 
 
 @pytest.mark.parametrize("text,field", [
-    ('{"starting_cash":2e12,"duration_minutes":60}', "starting_cash"),
-    ('{"starting_cash":100000,"duration_minutes":1e9}', "duration_minutes"),
+    ('{"starting_cash":2e12,"duration_minutes":60}', "body.starting_cash"),
+    ('{"starting_cash":100000,"duration_minutes":1e9}', "body.duration_minutes"),
     ('{"starting_cash":100000,"duration_minutes":60,"symbol":"DOGE-USD"}', "symbol"),
 ])
 def test_limits_the_session_service_enforces_are_422_too(api, bot, text, field):
@@ -134,12 +142,30 @@ def test_bad_bot_input_is_422_naming_the_field(api, body, field):
     assert not Bot.objects.exists()
 
 
-@pytest.mark.parametrize("params", ['{"fast": NaN, "slow": 8}', '{"fast": 3, "slow": Infinity}', '{"fast": 3, "x": [1e999]}'])
-def test_non_finite_numbers_inside_params_are_refused(api, params):
+@pytest.mark.parametrize("params,field", [('{"fast": NaN, "slow": 8}', "body.params.fast"),
+                                          ('{"fast": 3, "slow": Infinity}', "body.params.slow"),
+                                          ('{"fast": 3, "x": [1e999]}', "body.params.x")])
+def test_non_finite_numbers_inside_params_are_refused(api, params, field):
     text = '{"name":"b","strategy":"sma_crossover","symbols":["ETH-USD"],"params":' + params + "}"
     response = send(api, "POST", "/bots", text)
-    assert_invalid(response, "body.params")
+    assert_invalid(response, field)
     assert "finite" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("params,field", [('{"fast": {"deep": 1}}', "body.params.fast"),
+                                          ('{"fast": [[1]]}', "body.params.fast"),
+                                          ('{"not a name": 1}', "body.params"),
+                                          ('{"note": "a\\u0000b"}', "body.params.note")])
+def test_params_are_flat_named_values(api, params, field):
+    text = '{"name":"b","strategy":"sma_crossover","symbols":["ETH-USD"],"params":' + params + "}"
+    response = send(api, "POST", "/bots", text)
+    assert response.status_code == 422 and any(f.startswith(field) for f in fields(response)), response.json()
+
+
+def test_a_quantity_step_too_small_to_divide_by_is_refused(api, bot):
+    # A step of 5e-324 made the engine's quantity / step infinite: a 500 from a backtest (schemathesis).
+    response = send(api, "PATCH", f"/bots/{bot.pk}", '{"execution": {"qty_step": 5e-324}}')
+    assert_invalid(response, "body.execution.qty_step")
 
 
 def test_patch_refuses_an_explicit_null(api, bot):
@@ -148,10 +174,13 @@ def test_patch_refuses_an_explicit_null(api, bot):
     assert "null" in response.json()["detail"]
 
 
-def test_a_bad_bot_config_is_400_with_its_fields(api, bot):
+def test_a_bad_bot_config_is_422_with_its_fields(api, bot):
     response = send(api, "PATCH", f"/bots/{bot.pk}", '{"timeframe": "7x"}')
-    assert response.status_code == 400 and response.json()["code"] == "invalid_bot"
-    assert fields(response) == ["timeframe"]
+    assert response.status_code == 422 and response.json()["code"] == "invalid_input"
+    assert fields(response) == ["body.timeframe"]
+    response = send(api, "PATCH", f"/bots/{bot.pk}", '{"strategy": "rsi_mean_reversion"}')  # sma's params
+    assert response.status_code == 422 and response.json()["code"] == "invalid_bot"
+    assert all(f.startswith("params") for f in fields(response))
 
 
 # --- backtests, halts, queries ---------------------------------------------------------------------
