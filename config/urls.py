@@ -8,6 +8,7 @@ from django.urls import include, path
 from bots.api import router as bots_router
 from config.api import api
 from paper.api import router as paper_router
+from paper.api import tokens_router
 from risk.api import router as risk_router
 
 # The routers mount here, not in config/api.py: each <app>/api.py imports the shared schemas
@@ -15,6 +16,7 @@ from risk.api import router as risk_router
 api.add_router("", bots_router)
 api.add_router("", paper_router)
 api.add_router("", risk_router)
+api.add_router("", tokens_router)
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -17,7 +17,9 @@ from config.auth import auth_user
 from ledger import selectors
 from ledger.models import PaperTradingRun, RunStatus
 from paper import runbook
+from paper.models import ApiToken
 from paper.sessions import session_stop
+from paper.tokens import api_token_for, api_token_revoke, api_tokens_of
 from risk.api import HaltIn, HaltReportOut
 from risk.services import halt_subsystems
 
@@ -227,3 +229,41 @@ def paper_equity(request: HttpRequest, run_id: RunId):
 def paper_frames(request: HttpRequest, run_id: RunId, after_seq: int | None = Query(None, ge=0, le=2**31)):
     """Frames in seq order; `?after_seq=N` resumes after the last one a client has."""
     return selectors.run_frames(run=selectors.run_get(run_id=run_id), after_seq=after_seq)
+
+
+# --- API tokens: list your own, revoke one ---------------------------------------------------------
+# Tokens are made with `manage.py create_api_token USER` (the raw token is shown once, there).
+
+tokens_router = Router(tags=["tokens"])
+
+
+class TokenOut(Schema):
+    id: int
+    name: str
+    prefix: str = Field(description="the token's first characters, to tell tokens apart (never the token)")
+    user: str
+    created_at: datetime
+    last_used_at: datetime | None = Field(description="to the minute")
+    revoked_at: datetime | None
+
+    @staticmethod
+    def resolve_user(token: ApiToken) -> str:
+        return token.user.username
+
+
+TokenId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+
+
+@tokens_router.get("/tokens", response=responses(list[TokenOut], 422))
+@paginate(Page)
+def tokens_list(request: HttpRequest):
+    """The caller's own API tokens, newest first, revoked ones included."""
+    return api_tokens_of(user=auth_user(request)).select_related("user")
+
+
+@tokens_router.delete("/tokens/{int:token_id}", response=responses(TokenOut, CSRF, 404, 422))
+def tokens_revoke(request: HttpRequest, token_id: TokenId):
+    """Revoke a token: your own, or anyone's if you are staff (others' tokens are 404 to you).
+    Revoking a revoked token changes nothing and answers the same. A request made with the revoked
+    token is refused (401) from then on, this one included if it revoked itself."""
+    return api_token_revoke(token=api_token_for(user=auth_user(request), token_id=token_id))

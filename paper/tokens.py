@@ -8,12 +8,14 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from config.errors import NotFound
 from paper.models import ApiToken
 
 TOKEN_PREFIX = "pt_"
+PREFIX_LENGTH = 12  # the first characters of a token, stored and shown to tell tokens apart
 # A token is ~46 characters; anything much longer is not ours and is not worth hashing.
 MAX_TOKEN_LENGTH = 200
 # last_used_at is for "is this token still in use?", not an audit log: one write a minute
@@ -28,7 +30,7 @@ def _hash(raw: str) -> str:
 def api_token_create(*, user, name: str = "default") -> tuple[ApiToken, str]:
     """A new token for `user`; returns (row, raw token). The raw token is never stored."""
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(user=user, name=name[:100], prefix=raw[:12], token_hash=_hash(raw))
+    token = ApiToken.objects.create(user=user, name=name[:100], prefix=raw[:PREFIX_LENGTH], token_hash=_hash(raw))
     return token, raw
 
 
@@ -58,3 +60,40 @@ def api_token_revoke(*, token: ApiToken) -> ApiToken:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
     return token
+
+
+def api_tokens_of(*, user) -> QuerySet[ApiToken]:
+    """A user's tokens, newest first (revoked ones included, so a revocation can be seen)."""
+    return ApiToken.objects.filter(user=user).order_by("-created_at", "-pk")
+
+
+def api_token_for(*, user, token_id: int) -> ApiToken:
+    """The token `user` may manage: their own, or anyone's for staff. Others' are not found (404),
+    so a caller learns nothing about tokens that are not theirs."""
+    qs = ApiToken.objects.select_related("user").filter(pk=token_id)
+    if not getattr(user, "is_staff", False):
+        qs = qs.filter(user=user)
+    token = qs.first()
+    if token is None:
+        mine = "" if getattr(user, "is_staff", False) else " of yours"
+        raise NotFound("token_not_found", f"no API token {token_id}{mine}")
+    return token
+
+
+def api_tokens_find(*, prefix: str) -> list[ApiToken]:
+    """Tokens by their prefix (as `GET /tokens` and the admin show it, or its start), or by the
+    whole raw token. Longer than a prefix and not a token: nothing."""
+    qs = ApiToken.objects.select_related("user").order_by("pk")
+    if not prefix or len(prefix) > MAX_TOKEN_LENGTH:
+        return []
+    if len(prefix) > PREFIX_LENGTH:
+        return list(qs.filter(token_hash=_hash(prefix)))
+    return list(qs.filter(prefix__startswith=prefix))
+
+
+def api_tokens_revoke_all(*, user) -> list[ApiToken]:
+    """Revoke every active token of `user`; returns the ones revoked now."""
+    tokens = list(ApiToken.objects.filter(user=user, revoked_at__isnull=True))
+    for token in tokens:
+        api_token_revoke(token=token)
+    return tokens
