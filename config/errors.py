@@ -23,6 +23,12 @@ class AppError(Exception):
         return body
 
 
+class Forbidden(AppError):
+    """The caller is known but may not do this (e.g. re-arm the kill switch without being staff)."""
+
+    status = 403
+
+
 class NotFound(AppError):
     status = 404
 

@@ -23,7 +23,7 @@ from ledger import selectors as ledger
 from ledger.models import PaperTradingRun, RunStatus
 from paper import artifact_contract, runbook
 from paper.sessions import session_stop
-from risk.services import kill_switch_state
+from risk.services import REARM_POLICY, kill_switch_may_rearm, kill_switch_state
 
 LOGIN_URL = "/ui/login/"
 SESSION_ROWS = 100  # the sessions list shows the newest this many
@@ -76,11 +76,14 @@ def paper_root() -> Path:
     return root
 
 
-def topbar_state() -> dict:
-    """What the top bar shows on every page: the latch, live session counts, active alerts."""
+def topbar_state(user) -> dict:
+    """What the top bar shows on every page: the latch (and whether `user` may re-arm it), live
+    session counts, active alerts."""
     snapshot = runbook.alerts(paper_root(), now=datetime.now(UTC), stale_minutes=runbook.DEFAULT_STALE_MINUTES)
     return {
         "switch": kill_switch_state(),
+        "can_rearm": user is not None and user.is_authenticated and kill_switch_may_rearm(user),
+        "rearm_policy": REARM_POLICY,
         "running": ledger.runs_list(status=RunStatus.RUNNING).count(),
         "queued": ledger.runs_list(status=RunStatus.QUEUED).count(),
         "alerts": len(snapshot["alerts"]),
@@ -89,7 +92,7 @@ def topbar_state() -> dict:
 
 def page(request: HttpRequest, template: str, context: dict, *, status: int = 200) -> HttpResponse:
     """Render a full page (base.html with its top bar)."""
-    return render(request, template, {**context, "topbar": topbar_state()}, status=status)
+    return render(request, template, {**context, "topbar": topbar_state(request.user)}, status=status)
 
 
 def not_found(request: HttpRequest, message: str) -> HttpResponse:
@@ -111,7 +114,7 @@ def _run_or_none(run_id: str) -> PaperTradingRun | None:
 @operator_required
 @require_GET
 def topbar_status(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/topbar_status.html", {"topbar": topbar_state()})
+    return render(request, "dashboard/topbar_status.html", {"topbar": topbar_state(request.user)})
 
 
 # --- sessions list ------------------------------------------------------------------------------

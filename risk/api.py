@@ -78,5 +78,6 @@ def kill_switch_get(request: HttpRequest):
 
 @router.post("/kill-switch/rearm", response=responses(KillSwitchOut, CSRF))
 def kill_switch_rearm_post(request: HttpRequest):
+    """Re-arm: new sessions may start again. Needs a staff user (403 `forbidden` otherwise)."""
     kill_switch_rearm(user=auth_user(request))
     return _state()

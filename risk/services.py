@@ -10,7 +10,7 @@ import time
 from django.db import transaction
 from django.utils import timezone
 
-from config.errors import AppError
+from config.errors import AppError, Forbidden
 from risk.models import HaltEvent, KillSwitch
 from risk.registry import HaltReport, halt_handlers
 
@@ -88,7 +88,19 @@ def kill_switch_fire(*, reason: str = "kill switch", user=None) -> dict:
     return halt_subsystems(subsystems=None, reason=f"kill_switch: {reason}", user=user, latch=True, scope="kill-switch")
 
 
+REARM_POLICY = "only staff users may re-arm the kill switch; any operator may fire it"
+
+
+def kill_switch_may_rearm(user) -> bool:
+    """Staff may re-arm; any operator may fire (firing is never blocked). No user = the system."""
+    return user is None or bool(getattr(user, "is_staff", False) and getattr(user, "is_active", False))
+
+
 def kill_switch_rearm(*, user=None) -> KillSwitch:
+    """Re-arm the kill switch. `user` None is the system (commands, tests); a user must be staff."""
+    if not kill_switch_may_rearm(user):
+        raise Forbidden("forbidden", f"{getattr(user, 'username', '') or 'this user'} may not re-arm the kill "
+                                     f"switch: {REARM_POLICY} (ask a staff user, or an admin to grant staff)")
     with transaction.atomic():
         switch, _ = KillSwitch.objects.select_for_update().get_or_create(pk=1)
         was = switch.latched

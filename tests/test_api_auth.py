@@ -142,7 +142,7 @@ def test_a_session_may_read_without_a_csrf_token(browser):
 
 
 def test_a_session_post_without_a_csrf_token_is_403(browser):
-    response = browser.post("/kill-switch/rearm", data="", content_type="application/json")
+    response = browser.post("/paper/stop-all", data="", content_type="application/json")
     assert response.status_code == 403
     assert response.json()["code"] == "forbidden" and "CSRF" in response.json()["detail"]
 
@@ -150,13 +150,13 @@ def test_a_session_post_without_a_csrf_token_is_403(browser):
 def test_a_session_post_with_the_csrf_token_succeeds(browser):
     browser.get("/admin/login/")  # any Django page that renders a form sets the csrftoken cookie
     csrf = browser.cookies["csrftoken"].value
-    response = browser.post("/kill-switch/rearm", data="", content_type="application/json", HTTP_X_CSRFTOKEN=csrf)
-    assert response.status_code == 200 and response.json()["rearmed_by"] == "alice"
+    response = browser.post("/paper/stop-all", data="", content_type="application/json", HTTP_X_CSRFTOKEN=csrf)
+    assert response.status_code == 200 and response.json()["reason"] == "operator_stop: stop-all by alice"
 
 
 def test_a_token_needs_no_csrf_even_with_a_session_cookie(browser, alice):
     _, raw = api_token_create(user=alice)
-    response = browser.post("/kill-switch/rearm", data="", content_type="application/json",
+    response = browser.post("/paper/stop-all", data="", content_type="application/json",
                             HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert response.status_code == 200
 

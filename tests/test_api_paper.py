@@ -208,6 +208,10 @@ def test_the_kill_switch_stops_everything_latches_and_rearms(api, bot):
     state = api.get("/kill-switch").json()
     assert state["latched"] is True and state["latched_by"] == "alice" and state["latched_at"]
     assert {"bots", "paper"} <= set(state["subsystems"])
+    refused = post(api, "/kill-switch/rearm")
+    assert refused.status_code == 403 and refused.json()["code"] == "forbidden" and "staff" in refused.json()["detail"]
+    assert api.get("/kill-switch").json()["latched"] is True
+    User.objects.filter(username="alice").update(is_staff=True)  # re-arming needs staff
     rearmed = post(api, "/kill-switch/rearm").json()
     assert rearmed["latched"] is False and rearmed["rearmed_at"] and rearmed["rearmed_by"] == "alice"
 

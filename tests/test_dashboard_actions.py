@@ -70,7 +70,8 @@ def test_a_post_without_the_csrf_token_is_refused(csrf_browser, demo_bot):
 
 # --- the kill switch -------------------------------------------------------------------------------
 
-def test_the_kill_switch_latches_shows_the_banner_everywhere_and_rearms(csrf_browser, demo_bot):
+def test_the_kill_switch_latches_shows_the_banner_everywhere_and_rearms(csrf_browser, operator, demo_bot):
+    User.objects.filter(pk=operator.pk).update(is_staff=True)  # re-arming needs staff (test_auth_matrix)
     run = _queued_run(demo_bot)
     fired = csrf_browser.post("/ui/kill-switch/", HTTP_X_CSRFTOKEN=csrf_browser.token, **HTMX)
     assert fired.status_code == 200 and _latched()
@@ -87,7 +88,8 @@ def test_the_kill_switch_latches_shows_the_banner_everywhere_and_rearms(csrf_bro
     assert "kill switch armed" in csrf_browser.get("/").content.decode()
 
 
-def test_a_plain_form_post_to_the_kill_switch_returns_to_the_page(browser):
+def test_a_plain_form_post_to_the_kill_switch_returns_to_the_page(browser, operator):
+    User.objects.filter(pk=operator.pk).update(is_staff=True)  # re-arming needs staff (test_auth_matrix)
     response = browser.post("/ui/kill-switch/", HTTP_REFERER="http://testserver/ui/bots/")
     assert response.status_code == 302 and response["Location"] == "http://testserver/ui/bots/"
     assert _latched()
