@@ -529,7 +529,6 @@ def test_a_20_mb_body_is_refused_not_a_500_and_writes_nothing(api, bot, method, 
 
 # Until config/api.py's RequestDataTooBig handler lands, ninja re-raises the error to Django's HTML
 # handler400 (a 400 page, not JSON); drop this marker then.
-@pytest.mark.xfail(strict=False, reason="config/api.py: no RequestDataTooBig handler yet (Django's HTML 400)")
 def test_a_20_mb_body_gets_a_json_413_naming_the_limit(api):
     response = api.post("/bots", data=huge_bot_body(), content_type="application/json")
     body = assert_refused(response, statuses=(413,))
