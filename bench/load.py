@@ -302,9 +302,51 @@ def explain(*, token: str, runs: list[tuple[str, int]], list_limit: int, fills_l
 
 # --- 4. load ----------------------------------------------------------------------------------------
 
+def probe(*, stack: Stack, runs: list[tuple[str, int]], list_limit: int, fills_limit: int, n: int = 60) -> None:
+    """Before the load: each read alone over HTTP, one client then 4, to show the server's ceiling."""
+    import http.client
+
+    heavy = [r for r in runs if r[1] == max(c for _, c in runs)]
+    rng = random.Random(1)
+    urls = {
+        "list, first page": lambda: f"/paper?limit={list_limit}",
+        "list, deep page": lambda: f"/paper?limit={list_limit}&offset={rng.randrange(len(runs) // 2, len(runs) - list_limit)}",
+        "fills page": lambda: (lambda r: f"/paper/{r[0]}/fills?limit={fills_limit}&offset={rng.randrange(r[1] - fills_limit)}")(rng.choice(heavy)),
+    }
+    headers = {"Authorization": f"Bearer {stack.token}"}
+
+    def client(make, count: int, out: list[float]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=30)
+        for _ in range(count):
+            t = time.perf_counter()
+            conn.request("GET", make(), headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == 200, resp.status
+            out.append((time.perf_counter() - t) * 1000)
+        conn.close()
+
+    print("\nHTTP, no load: one client, one request at a time (and 4 clients at once, all three reads):")
+    for label, make in urls.items():
+        out: list[float] = []
+        client(make, 5, [])
+        t = time.perf_counter()
+        client(make, n, out)
+        print(f"  {label:18} p50 {pct(out, 50):6.1f} ms, p99 {pct(out, 99):6.1f} ms, {n / (time.perf_counter() - t):5.1f} req/s")
+    out = []
+    threads = [threading.Thread(target=client, args=(list(urls.values())[i % 3], n, out)) for i in range(4)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    print(f"  4 clients at once  p50 {pct(out, 50):6.1f} ms, p99 {pct(out, 99):6.1f} ms, {len(out) / (time.perf_counter() - t):5.1f} req/s "
+          f"(the server's ceiling for these reads)", flush=True)
+
+
 def run_locust(*, stack: Stack, workdir: Path, runs: list[tuple[str, int]], args) -> dict:
     plan = {
-        "token": stack.token, "bot_id": stack.demo_bot_id, "read_rate": args.read_rate, "read_users": args.read_users,
+        "token": stack.token, "bot_id": stack.demo_bot_id, "ramp": args.ramp, "read_rate": args.read_rate, "read_users": args.read_users,
         "start_rate": max(args.start_rate, 0.001), "start_users": args.start_users if args.start_rate > 0 else 0,
         "list_limit": args.list_limit, "fills_limit": args.fills_limit, "list_count": len(runs), "runs": runs,
     }
@@ -312,7 +354,7 @@ def run_locust(*, stack: Stack, workdir: Path, runs: list[tuple[str, int]], args
     timings = workdir / "timings.json"
     users = args.read_users + plan["start_users"]
     cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "locustfile.py"), "--headless",
-           "-H", stack.url, "-u", str(users), "-r", str(users), "-t", f"{args.duration + args.ramp}s",
+           "-H", stack.url, "-u", str(users), "-r", str(users), "-t", f"{args.duration + args.ramp + 2}s",
            "--only-summary", "--csv", str(workdir / "locust"), "--stop-timeout", "10", "--exit-code-on-error", "0",
            "--loglevel", "WARNING"]
     env = {**os.environ, "LOAD_PLAN": str(workdir / "plan.json"), "LOAD_TIMINGS": str(timings)}
@@ -361,25 +403,26 @@ def run_locust(*, stack: Stack, workdir: Path, runs: list[tuple[str, int]], args
 
 def report(result: dict, *, args, stack: Stack) -> bool:
     times, failures = result["times"], result["failures"]
-    print(f"\nresults ({args.duration} s measured, after the ramp; times in ms, exact per request):")
+    window = result["window"] or args.duration
+    print(f"\nresults ({window:.1f} s measured, after the ramp; times in ms, exact per request):")
     print(f"  {'endpoint':34} {'count':>6} {'req/s':>6} {'fail':>5} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7}")
     reads: list[float] = []
     ok = True
     rows = sorted(times.items(), key=lambda kv: kv[0].startswith("POST"))
     for name, values in rows:
         nfail = sum(failures.get(name, {}).values())
-        print(f"  {name:34} {len(values):6d} {len(values) / args.duration:6.1f} {nfail:5d} {pct(values, 50):7.1f} "
+        print(f"  {name:34} {len(values):6d} {len(values) / window:6.1f} {nfail:5d} {pct(values, 50):7.1f} "
               f"{pct(values, 90):7.1f} {pct(values, 99):7.1f} {max(values):7.1f}")
         if name.startswith("GET"):
             reads += values
             ok = ok and pct(values, 99) < READ_TARGET_P99_MS and nfail == 0
     nfail_reads = sum(sum(v.values()) for k, v in failures.items() if k.startswith("GET"))
-    print(f"  {'all reads':34} {len(reads):6d} {len(reads) / args.duration:6.1f} {nfail_reads:5d} {pct(reads, 50):7.1f} "
+    print(f"  {'all reads':34} {len(reads):6d} {len(reads) / window:6.1f} {nfail_reads:5d} {pct(reads, 50):7.1f} "
           f"{pct(reads, 90):7.1f} {pct(reads, 99):7.1f} {max(reads):7.1f}")
     for name, errs in failures.items():
         for err, n in errs.items():
             print(f"  failure {name}: {n} x {err}")
-    rate = len(reads) / args.duration
+    rate = len(reads) / window
     ok = ok and pct(reads, 99) < READ_TARGET_P99_MS and rate >= 0.95 * args.read_rate
     loads = result["loads"]
     print(f"  load average (1/5/15 min) every 5 s during the run: {', '.join(loads) if loads else '-'}")
@@ -458,6 +501,7 @@ def main() -> int:
               f"threads, demo bot {stack.demo_bot_id}; logs in {workdir}", flush=True)
         plans_ok = explain(token=stack.token, runs=runs, list_limit=args.list_limit, fills_limit=args.fills_limit)
         connection.close()
+        probe(stack=stack, runs=runs, list_limit=args.list_limit, fills_limit=args.fills_limit)
         since = datetime.now(UTC)
         result = run_locust(stack=stack, workdir=workdir, runs=runs, args=args)
         ok = report(result, args=args, stack=stack)

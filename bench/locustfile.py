@@ -3,17 +3,19 @@
 Not meant to be run by hand: bench/load.py seeds the database, starts the stack and runs
 `locust --headless -f bench/locustfile.py` with these environment variables:
 
-  LOAD_PLAN     JSON file: {"token", "bot_id", "read_rate", "read_users", "start_rate",
+  LOAD_PLAN     JSON file: {"token", "bot_id", "ramp", "read_rate", "read_users", "start_rate",
                 "start_users", "list_limit", "fills_limit", "list_count", "runs": [[run_id, num_fills], ...]}
   LOAD_TIMINGS  where to write every request's exact response time (ms) per endpoint, as JSON
 
-Timings are recorded from the moment every user has spawned (the ramp is left out).
+Timings are recorded from `ramp` seconds after every user has spawned until the end; the
+window's length is written with them.
 """
 from __future__ import annotations
 
 import json
 import os
 import random
+import time
 from collections import defaultdict
 
 from locust import FastHttpUser, constant_throughput, events, task
@@ -32,18 +34,18 @@ START = "POST /bots/{id}/paper"
 
 _times: dict[str, list[float]] = defaultdict(list)
 _failures: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-_recording = False
+_record_from = float("inf")
 
 
 @events.spawning_complete.add_listener
 def _start_recording(user_count: int, **_kw) -> None:
-    global _recording
-    _recording = True
+    global _record_from
+    _record_from = time.time() + PLAN["ramp"]
 
 
 @events.request.add_listener
 def _record(request_type, name, response_time, response_length, exception=None, response=None, **_kw) -> None:
-    if not _recording:
+    if time.time() < _record_from:
         return
     _times[name].append(float(response_time))
     if exception is not None:
@@ -54,7 +56,8 @@ def _record(request_type, name, response_time, response_length, exception=None, 
 @events.quitting.add_listener
 def _dump(environment, **_kw) -> None:
     with open(os.environ["LOAD_TIMINGS"], "w") as out:
-        json.dump({"times": _times, "failures": {k: dict(v) for k, v in _failures.items()}}, out)
+        json.dump({"times": _times, "failures": {k: dict(v) for k, v in _failures.items()},
+                   "window": max(time.time() - _record_from, 0.0)}, out)
 
 
 class Reader(FastHttpUser):
