@@ -42,6 +42,7 @@ KNOWN: dict = {
 }
 
 RUN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
+ID_MAX = 2**63 - 1  # bot and token ids, as the schema bounds them
 
 # Positive cases the API may refuse with 422, by the refusal's code, and why the schema cannot
 # say so. `fields` (a regex) narrows a code to the fields it may name.
@@ -75,6 +76,10 @@ def _pick(value) -> bool:
     return _digest(value) % 4 != 0
 
 
+def _valid_id(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= ID_MAX
+
+
 def _digest(value) -> int:
     return zlib.crc32(str(value).encode("utf-8", "surrogatepass"))
 
@@ -86,11 +91,12 @@ def steer_ids(path_parameters: dict | None) -> dict | None:
     for name, value in params.items():
         if isinstance(value, bool):
             continue
-        if name == "bot_id" and KNOWN["bot_id"] and isinstance(value, int) and value >= 1 and _pick(value):
+        # Only a valid id is replaced: a negative case (an id out of range) must stay negative.
+        if name == "bot_id" and KNOWN["bot_id"] and _valid_id(value) and _pick(value):
             params[name] = KNOWN["bot_id"]
         elif name == "run_id" and KNOWN["run_ids"] and isinstance(value, str) and RUN_ID.match(value) and _pick(value):
             params[name] = KNOWN["run_ids"][_digest(value) % len(KNOWN["run_ids"])]
-        elif name == "token_id" and KNOWN["token_id"] and isinstance(value, int) and value >= 1 and _pick(value):
+        elif name == "token_id" and KNOWN["token_id"] and _valid_id(value) and _pick(value):
             params[name] = KNOWN["token_id"]
     return params
 
