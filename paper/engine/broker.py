@@ -70,7 +70,7 @@ class ExecutionConfig(BaseModel):
     slippage_jitter_bps: float = Field(0.0, ge=0, le=1000, description="uniform random extra bps, seeded")
     max_volume_fraction: float | None = Field(None, gt=0, le=1, description="cap a fill at this share of bar volume")
     allow_short: bool = False
-    qty_step: float = Field(1e-8, gt=0, le=1e6, description="quantities are rounded down to this step")
+    qty_step: float = Field(1e-8, ge=1e-12, le=1e6, description="quantities are rounded down to this step")
 
 
 def match_price(order: Order, o: float, h: float, l: float) -> tuple[float | None, Liquidity]:
