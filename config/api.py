@@ -2,6 +2,7 @@
 
 Every error leaves as JSON `{"code", "detail", "errors"?}`; the app routers mount in config/urls.py.
 """
+import copy
 import json
 import logging
 import math
@@ -9,6 +10,7 @@ from datetime import date
 from functools import wraps
 from typing import Annotated, Any
 
+import pydantic_core
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import OperationalError
@@ -19,7 +21,9 @@ from ninja import Field, NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.pagination import LimitOffsetPagination
 from ninja.parser import Parser
-from pydantic import BeforeValidator, ConfigDict, Strict
+from ninja.renderers import JSONRenderer
+from ninja.responses import NinjaJSONEncoder
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Strict
 
 from config.auth import API_AUTH
 from config.errors import AppError
@@ -76,6 +80,18 @@ ApiDate = Annotated[
 
 PAGE_DEFAULT = 100
 PAGE_MAX = 1000
+
+
+class Out(BaseModel):
+    """A response body that pydantic-core reads from an object's attributes by itself.
+
+    ninja's Schema wraps every object it reads in a Python getter (DjangoGetter), field by field:
+    validating a page of 100 fills that way took ~1.4 ms, against ~0.1 ms here. Out suits rows
+    whose fields are attributes (properties included); a value from elsewhere is set on the
+    object by its selector (ledger.selectors.run_detail) rather than by a resolve_ method.
+    """
+
+    model_config = ConfigDict(from_attributes=True)
 
 
 class ErrorOut(Schema):
@@ -139,6 +155,22 @@ class JsonBodyParser(Parser):
             raise MalformedJSON("the request body is not valid JSON: nested too deeply") from None
 
 
+class JsonRenderer(JSONRenderer):
+    """Response bodies encoded by pydantic-core (Rust) rather than the json module.
+
+    The same JSON but for two things: timestamps keep their microseconds (the ledger's precision;
+    Django's encoder cut them to milliseconds) and a NaN or infinity is null (json.dumps wrote
+    NaN, which is not JSON). What pydantic-core does not know (Decimal, lazy strings) goes to
+    ninja's encoder. A page of 100 rows encodes in ~0.1 ms instead of ~1.4 ms.
+    """
+
+    def render(self, request: HttpRequest, data: Any, *, response_status: int) -> bytes:
+        return pydantic_core.to_json(data, inf_nan_mode="null", fallback=_ENCODER.default)
+
+
+_ENCODER = NinjaJSONEncoder()
+
+
 PAGE_OFFSET_MAX = 10**12
 
 
@@ -177,14 +209,20 @@ def _json_405(view):
 class PaperTradingAPI(NinjaAPI):
     """NinjaAPI with our JSON 405, and each error status described in the schema as ERROR_STATUSES says."""
 
-    def get_openapi_schema(self, **kwargs):
-        schema = super().get_openapi_schema(**kwargs)
-        for methods in schema["paths"].values():
-            for operation in methods.values():
-                for code, answer in operation.get("responses", {}).items():
-                    if int(code) in ERROR_STATUSES:
-                        answer["description"] = ERROR_STATUSES[int(code)]
-        return schema
+    def get_openapi_schema(self, *, path_prefix=None, path_params=None):
+        """Built once per process and path prefix (building it took ~170 ms of CPU per request)."""
+        if path_prefix is None:
+            path_prefix = self.get_root_path(path_params or {})
+        cache = self.__dict__.setdefault("_openapi_schemas", {})
+        if path_prefix not in cache:
+            schema = super().get_openapi_schema(path_prefix=path_prefix)
+            for methods in schema["paths"].values():
+                for operation in methods.values():
+                    for code, answer in operation.get("responses", {}).items():
+                        if int(code) in ERROR_STATUSES:
+                            answer["description"] = ERROR_STATUSES[int(code)]
+            cache[path_prefix] = schema
+        return copy.deepcopy(cache[path_prefix])
 
     def _get_urls(self):
         urls = super()._get_urls()
@@ -204,6 +242,7 @@ api = PaperTradingAPI(
     ),
     auth=API_AUTH,
     parser=JsonBodyParser(),
+    renderer=JsonRenderer(),
 )
 
 

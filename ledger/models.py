@@ -81,6 +81,21 @@ class PaperTradingRun(models.Model):
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
+    @property
+    def equity(self) -> float:
+        """Ending equity so far, or the starting cash before the first bar."""
+        return self.ending_equity if self.ending_equity is not None else self.starting_cash
+
+    @property
+    def data_label(self) -> str:
+        """'synthetic' or 'stored': synthetic prices are never shown as real ones."""
+        return "synthetic" if self.data_source == "synthetic" else "stored"
+
+    @property
+    def ws_path(self) -> str:
+        """The run's frames socket (paper/routing.py)."""
+        return f"/ws/paper/{self.id}"
+
 
 class PaperOrder(models.Model):
     paper_run = models.ForeignKey(PaperTradingRun, on_delete=models.CASCADE, related_name="orders")

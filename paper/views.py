@@ -216,7 +216,7 @@ def session_detail(request: HttpRequest, run_id: str) -> HttpResponse:
         "fill_markers": _fill_markers(fills),
         "metrics": metric_rows(run.metrics),
         "artifacts": _artifacts(run),
-        "ws_path": f"/ws/paper/{run.id}",
+        "ws_path": run.ws_path,
         "ledger_rows": LEDGER_ROWS,
     })
 
