@@ -3,11 +3,58 @@
 Sockets need an authenticated user (session or token) and an allowed Origin.
 """
 import os
+from concurrent.futures import ThreadPoolExecutor
 
-from django.core.asgi import get_asgi_application
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-django_asgi = get_asgi_application()
+
+
+class SyncASGIHandler(ASGIHandler):
+    """Django's ASGI handler for a site whose middleware and views are all synchronous (ours).
+
+    Two costs of Django's own handler go, measured per request by bench/load.py:
+    - It builds an async middleware chain, so with synchronous middleware and views a request
+      crosses between the event loop and its thread three more times than it needs to
+      (middleware, async_to_sync back to the loop to resolve the URL, sync_to_async to the
+      thread for the view, and back). Here middleware and view run in one call, as under WSGI.
+    - It starts a new thread for every request (a ThreadSensitiveContext with its own
+      executor). Here a request borrows an idle one-thread executor and gives it back after:
+      the same guarantee (everything synchronous in a request runs on one thread, its database
+      connection included), without a thread start and stop per request. (A view still running
+      when its client went away keeps its thread busy: the next request that borrows it waits.)
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._idle: list[ThreadPoolExecutor] = []
+
+    def load_middleware(self, is_async=False):
+        super().load_middleware(is_async=False)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        executor = self._idle.pop() if self._idle else ThreadPoolExecutor(1, thread_name_prefix="request")
+        try:
+            async with ThreadSensitiveContext(executor=executor):
+                await self.handle(scope, receive, send)
+        finally:
+            self._idle.append(executor)
+
+    async def get_response_async(self, request):
+        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
+
+
+def _django_asgi():
+    import django
+
+    django.setup(set_prefix=False)
+    return SyncASGIHandler()
+
+
+django_asgi = _django_asgi()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 

@@ -200,6 +200,8 @@ PAPER_ARTIFACTS_DELAY_MS = env.int("PAPER_ARTIFACTS_DELAY_MS", default=1000)
 PAPER_FRAME_BACKLOG = env.int("PAPER_FRAME_BACKLOG", default=200)
 # Worker threads of the in-process worker in embedded mode (one per concurrent session).
 EMBEDDED_WORKER_THREADS = env.int("EMBEDDED_WORKER_THREADS", default=16)
+# daphne processes `manage.py serve` runs on its one port in services mode (about one per core).
+SERVE_PROCESSES = env.int("SERVE_PROCESSES", default=1)
 # The paper metadata gate: a backtest of the bot's current config must be younger than this.
 PAPER_GATE_MAX_AGE_HOURS = env.float("PAPER_GATE_MAX_AGE_HOURS", default=24 * 7)
 # Packages a bot's dotted strategy path (`pkg.mod:Class`) may import from; built-in strategies
