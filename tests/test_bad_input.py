@@ -26,7 +26,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from paper.engine.csvbars import BarFileError
 from paper.services import bars_import
 from paper.tokens import api_token_create
 from tests import runbook_fixtures as fx
+from tests.commands import manage_py_many
 
 PROJECT = Path(__file__).resolve().parent.parent
 TABLES = ("bots", "backtest_runs", "paper_trading_runs", "paper_orders", "paper_fills", "paper_equity_points",
@@ -111,37 +111,13 @@ def command(*args: str) -> tuple[int, str, str]:
     return 0, out.getvalue(), err.getvalue()
 
 
-# Runs each argv through manage.py's entry point in one process (one Django start-up for the
-# table): CommandError becomes an exit code and a stderr line as on a terminal, and anything else
-# (a traceback) is recorded as a crash.
-DRIVER = r"""
-import contextlib, io, json, os, sys, traceback
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-from django.core.management import execute_from_command_line
-results = []
-for argv in json.loads(sys.argv[1]):
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            execute_from_command_line(["manage.py", *argv])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:
-            code, _ = "crash", traceback.print_exc()
-    results.append({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
-print(json.dumps(results))
-"""
-
-
 def manage_py(argvs: list[list[str]], tmp: Path) -> list[dict]:
     """Real command lines, against a database that does not exist: a refusal must not need one."""
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp / 'no-such-dir' / 'db.sqlite3'}",
            "OUTPUTS_DIR": str(tmp / "outputs"), "PYTHONIOENCODING": "utf-8"}
-    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(argvs)], cwd=PROJECT, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = manage_py_many(argvs, env=env)
     assert not (tmp / "no-such-dir").exists() and not (tmp / "outputs").exists()
-    return json.loads(proc.stdout)
+    return results
 
 
 @pytest.fixture
@@ -359,8 +335,17 @@ ABSURD = [pytest.param(v, id=i) for v, i in [
 SESSION_FIELDS = ["starting_cash", "duration_minutes", "pace"]
 
 
-@pytest.mark.parametrize("value", ABSURD)
-@pytest.mark.parametrize("field", SESSION_FIELDS)
+# Every session number the API refuses with 422: the three amounts at each absurd value, and the
+# seed and warm-up at the values only they refuse (a fraction, a negative, beyond 64 bits).
+API_SESSION_CASES = [
+    *[pytest.param(field, p.values[0], id=f"{field}-{p.id}") for field in SESSION_FIELDS for p in ABSURD],
+    *[pytest.param(field, value, id=f"{field}-{value!r}") for field, value in [
+        ("seed", -1), ("seed", HUGE_INT), ("seed", 1.5), ("seed", NAN), ("seed", INF),
+        ("warmup_bars", -1), ("warmup_bars", HUGE_INT), ("warmup_bars", 2.5)]],
+]
+
+
+@pytest.mark.parametrize(("field", "value"), API_SESSION_CASES)
 def test_an_absurd_session_number_is_a_422_from_the_api(api, bot, field, value):
     body = {"starting_cash": 100_000, "duration_minutes": 60, field: value}
     before = state()
@@ -379,18 +364,6 @@ def test_an_absurd_session_number_is_refused_by_the_service(bot, field, value):
         session_start(bot=bot, request=SessionRequest(**{"starting_cash": 100_000, "duration_minutes": 60,
                                                           field: value}))
     assert_app_error(info.value, field)
-    assert state() == before
-
-
-@pytest.mark.parametrize(("field", "value"), [
-    ("seed", -1), ("seed", HUGE_INT), ("seed", 1.5), ("seed", NAN), ("seed", INF),
-    ("warmup_bars", -1), ("warmup_bars", HUGE_INT), ("warmup_bars", 2.5),
-])
-def test_an_absurd_session_seed_or_warmup_is_a_422(api, bot, field, value):
-    body = {"starting_cash": 100_000, "duration_minutes": 60, field: value}
-    before = state()
-    response = api.post(f"/bots/{bot.pk}/paper", data=json.dumps(body), content_type="application/json")
-    assert_refused(response, field, statuses=(422,))
     assert state() == before
 
 
@@ -507,6 +480,24 @@ def test_absurd_run_flags_exit_2_and_write_nothing(tmp_path, flags, fragment):
     (["--host", "http://localhost"], "--host"), (["--host", "a\x00"], "--host"),
 ])
 def test_bad_serve_flags_exit_2_before_anything_starts(flags, fragment):
+    before = state()
+    code, out, message = command("serve", "--no-demo", *flags)
+    assert code == 2 and fragment in message and out == "", (code, out, message)
+    assert state() == before
+
+
+@pytest.mark.parametrize(("redis_url", "flags", "fragment"), [
+    ("redis://127.0.0.1:6379/9", ["--processes", "0"], "--processes must be from 1 to 64"),
+    ("redis://127.0.0.1:6379/9", ["--processes", "65"], "--processes must be from 1 to 64"),
+    ("", ["--processes", "2"], "needs REDIS_URL"),
+    ("redis://127.0.0.1:6379/9", ["--processes", "2", "--host", "::1"], "IPv4"),
+    ("redis://127.0.0.1:6379/9", ["--processes", "2", "--worker", "yes"], "rundramatiq"),
+    # The children's own (hidden) flag is held to the same rules.
+    ("redis://127.0.0.1:6379/9", ["--reuse-port", "--port", "70000"], "--port"),
+    ("redis://127.0.0.1:6379/9", ["--reuse-port", "--host", "192.0.2.1"], "cannot listen"),
+])
+def test_bad_serve_processes_exit_2_before_anything_starts(settings, redis_url, flags, fragment):
+    settings.REDIS_URL = redis_url
     before = state()
     code, out, message = command("serve", "--no-demo", *flags)
     assert code == 2 and fragment in message and out == "", (code, out, message)

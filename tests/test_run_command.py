@@ -27,6 +27,7 @@ from ledger.models import PaperFill, PaperTradingRun
 from paper import artifact_contract as c
 from paper.models import Bar
 from tests import runbook_fixtures as fx
+from tests.commands import manage_py_many
 
 PROJECT = Path(__file__).resolve().parent.parent
 RUNBOOK_ARGS = ("--ticker", "ETH-USD", "--start", "2022-01-01", "--end", "2023-12-31")
@@ -363,24 +364,6 @@ def test_signal_lines_are_appended_per_run(outputs, tmp_path, tight_bot):
 
 # -- 7. operator commands, without the database ----------------------------------------------------
 
-# Runs each argv through manage.py's own entry point (so CommandError becomes an exit code and a
-# stderr message as on a terminal) in one process: one Django start-up for the whole table.
-DRIVER = r"""
-import contextlib, io, json, os, sys
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-from django.core.management import execute_from_command_line
-results = []
-for argv in json.loads(sys.argv[1]):
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            execute_from_command_line(["manage.py", "run", *argv])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    results.append({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
-print(json.dumps(results))
-"""
-
 OPS = {
     "list": lambda root, sid: ["--paper-sessions-list", str(root)],
     "show dir": lambda root, sid: ["--paper-sessions-show", str(root / sid)],
@@ -408,11 +391,9 @@ def operate(root: Path, show_id: str, tmp: Path) -> dict:
     for op in MISSING_ROOT_OPS:
         keys.append(("missing", op))
         argvs.append(OPS[op](tmp / "no-such-root", "nope"))
-    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(argvs)], cwd=PROJECT, env=no_db_env(tmp),
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    results = manage_py_many([["run", *argv] for argv in argvs], env=no_db_env(tmp))
     assert not (tmp / "no-such-dir").exists()
-    return dict(zip(keys, json.loads(proc.stdout), strict=True))
+    return dict(zip(keys, results, strict=True))
 
 
 @dataclasses.dataclass

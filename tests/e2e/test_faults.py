@@ -6,6 +6,7 @@ dependency is down, and the alerts show what happened.
 - stop Redis for 10 s mid-session (a private redis-server: its queues are lost too);
 - restart PostgreSQL mid-session, down for a few seconds (a private cluster);
 - SIGKILL daphne with sockets open, then start it again;
+- SIGKILL one of two daphne processes (`serve --processes 2`) with sockets open;
 - embedded mode: SIGKILL the one process mid-session, then start it again.
 
 The services-mode cases run in CI's PostgreSQL + Redis pass; the embedded case in the SQLite pass.
@@ -17,6 +18,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -170,7 +172,8 @@ def alerts_for(api: Api, run_id: str) -> list[dict]:
 def services_stack(tmp_path):
     made: list[Stack] = []
 
-    def make(name: str, *, database_url: str | None = None, redis_url: str | None = None, env=None) -> Stack:
+    def make(name: str, *, database_url: str | None = None, redis_url: str | None = None, env=None,
+             serve_processes: int = 1) -> Stack:
         if not services_available():
             pytest.skip("PostgreSQL and Redis on 127.0.0.1 are needed")
         database_url = database_url or recreate_pg_database(f"papertrade_faults_{name}")
@@ -178,7 +181,7 @@ def services_stack(tmp_path):
             redis_url = "redis://127.0.0.1:6379/8"
             flush_redis(redis_url)
         stack = Stack(mode="services", workdir=tmp_path / name, database_url=database_url, redis_url=redis_url,
-                      processes=1, threads=8, env={**FAST, **(env or {})})
+                      processes=1, threads=8, env={**FAST, **(env or {})}, serve_processes=serve_processes)
         made.append(stack)
         return stack.start()
 
@@ -402,6 +405,79 @@ def test_kill_daphne_with_sockets_open(services_stack):
         assert watcher.disconnects >= 1
         assert watcher.seqs == [s for (s,) in stored], "each client has every frame once, in order"
     assert checked["run"]["status"] == "success"
+
+
+def established_sockets(pid: int, port: int) -> int:
+    """How many established TCP connections to `port` process `pid` holds (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    held = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+            held += local_port == port and state == "01" and inode in inodes
+    return held
+
+
+def process_gone(pid: int) -> bool:
+    """Exited: reaped, or a zombie (its sockets are closed either way)."""
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+
+
+@needs_services
+def test_kill_one_of_two_daphne_processes_with_sockets_open(services_stack):
+    """`serve --processes 2`: two daphne processes on one port. SIGKILL the one holding sockets:
+    the other goes on serving, a new one replaces it, and every client ends with every frame once."""
+    stack = services_stack("two_daphnes", serve_processes=2)
+    api, db = Api(stack), stack.env["DATABASE_URL"]
+    first = stack.daphne_pids()
+    assert len(first) == 2, first
+    (run_id,) = start_sessions(api, busy_bot(api, "two_daphnes"), seeds=[22])
+    wait_running(db, [run_id])
+    watchers = [FrameWatcher(stack, run_id).start() for _ in range(4)]
+    wait_until(lambda: all(len(w.seqs) > 5 for w in watchers), 30, "frames on every socket")
+    held = {pid: established_sockets(pid, stack.port) for pid in first}
+    victim = max(held, key=held.get)
+    assert held[victim] >= 1, held
+
+    os.kill(victim, signal.SIGKILL)
+    # A connection that reaches the dying process's own accept queue (SO_REUSEPORT) in the instant
+    # it dies is reset, as with any server process that dies, and a client retries. (CI once saw a
+    # reset after the killed process was gone too; see the issue 6 note.) The survivor answers.
+    wait_until(lambda: process_gone(victim), 10, "the killed daphne to be gone")
+    answered, resets = 0, 0
+    while answered < 10:
+        try:
+            status, body = api.call("GET", f"/paper/{run_id}")
+        except ConnectionResetError:
+            resets += 1
+            assert resets <= 3, "the API kept resetting connections after a daphne died"
+            time.sleep(0.2)
+            continue
+        assert status == 200, body
+        answered += 1
+    wait_until(lambda: len(stack.daphne_pids()) == 2 and victim not in stack.daphne_pids(), 30,
+               "a new daphne process in place of the killed one")
+
+    wait_terminal(db, [run_id])
+    checked = check_ledger(db, run_id)
+    stored = [s for (s,) in rows(db, "SELECT seq FROM paper_frames WHERE paper_run_id = %s ORDER BY seq", run_id)]
+    for watcher in watchers:
+        watcher.join(60)
+        assert watcher.seqs == stored, "each client has every frame once, in order"
+    assert sum(w.disconnects for w in watchers) >= held[victim]
+    assert checked["run"]["status"] == "success"
+    assert "starting another" in (stack.workdir / "serve.log").read_text()
 
 
 # --- embedded: the one process killed ---------------------------------------------------------------
