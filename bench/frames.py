@@ -63,7 +63,9 @@ def main() -> None:
     redis_url = "redis://127.0.0.1:6379/6"
     flush_redis(redis_url)
     with tempfile.TemporaryDirectory() as tmp, Stack(mode="services", workdir=Path(tmp), database_url=db,
-                                                      redis_url=redis_url, processes=2, threads=8) as stack:
+                                                      redis_url=redis_url, processes=2, threads=8,
+                                                      # the bench's own strategy (bench/flipper.py) may be imported
+                                                      env={"PAPER_STRATEGY_PACKAGES": "strategies,bench"}) as stack:
         api = Api(stack)
         status, bot = api.call("POST", "/bots", {"name": "flipper", "strategy": "bench.flipper:Flipper",
                                                  "symbols": ["ETH-USD"], "timeframe": "1d"})

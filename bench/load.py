@@ -4,7 +4,8 @@ What it does, in order:
   1. creates a scratch PostgreSQL database (papertrade_bench_load), migrates it, and seeds it with
      COPY: 20 bots, 10,000 terminal paper runs over 120 days (1 in 50 runs holds half the fills:
      200 with 2,500 each; the rest share 500,000) and 1,000,000 fills; then VACUUM ANALYZE;
-  2. starts the real stack (bench/stack.py, services mode: daphne + 2 rundramatiq processes,
+  2. starts the real stack (bench/stack.py, services mode: `serve --processes 2` (two daphne
+     processes on one port) + 2 rundramatiq processes,
      Redis db 7) and takes the demo operator's API token;
   3. prints the query plans (EXPLAIN ANALYZE) of every SQL statement the list and fills
      endpoints issue, captured in-process, and fails if one reads paper_fills by Seq Scan;
@@ -41,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import PG_ADMIN, Stack, flush_redis, recreate_pg_database  # noqa: E402
+from bench.stack import PG_ADMIN, Stack, descendants, flush_redis, recreate_pg_database  # noqa: E402
 
 DB_NAME = "papertrade_bench_load"
 REDIS_URL = "redis://127.0.0.1:6379/7"
@@ -69,23 +70,6 @@ def cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / tick
     except OSError:
         return 0.0
-
-
-def descendants(root: int) -> list[int]:
-    """root and every process under it (the rundramatiq supervisor's worker processes)."""
-    parent = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                pass
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo += [p for p, pp in parent.items() if pp == pid]
-    return found
 
 
 def renice(pids: list[int], nice: int) -> None:
@@ -361,7 +345,7 @@ def run_locust(*, stack: Stack, workdir: Path, runs: list[tuple[str, int]], args
     for var in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"):
         env.pop(var, None)
     serve_pid = stack.procs[0].pid
-    watched = {"daphne": [serve_pid], "workers": [p for proc in stack.procs[1:] for p in descendants(proc.pid)]}
+    watched = {"daphne": descendants(serve_pid), "workers": [p for proc in stack.procs[1:] for p in descendants(proc.pid)]}
     before = {k: sum(cpu_seconds(p) for p in v) for k, v in watched.items()}
     loads: list[str] = []
     stop = threading.Event()
@@ -412,13 +396,13 @@ def report(result: dict, *, args, stack: Stack) -> bool:
     for name, values in rows:
         nfail = sum(failures.get(name, {}).values())
         print(f"  {name:34} {len(values):6d} {len(values) / window:6.1f} {nfail:5d} {pct(values, 50):7.1f} "
-              f"{pct(values, 90):7.1f} {pct(values, 99):7.1f} {max(values):7.1f}")
+              f"{pct(values, 90):7.1f} {pct(values, 99):7.1f} {max(values, default=float('nan')):7.1f}")
         if name.startswith("GET"):
             reads += values
             ok = ok and pct(values, 99) < READ_TARGET_P99_MS and nfail == 0
     nfail_reads = sum(sum(v.values()) for k, v in failures.items() if k.startswith("GET"))
     print(f"  {'all reads':34} {len(reads):6d} {len(reads) / window:6.1f} {nfail_reads:5d} {pct(reads, 50):7.1f} "
-          f"{pct(reads, 90):7.1f} {pct(reads, 99):7.1f} {max(reads):7.1f}")
+          f"{pct(reads, 90):7.1f} {pct(reads, 99):7.1f} {max(reads, default=float('nan')):7.1f}")
     for name, errs in failures.items():
         for err, n in errs.items():
             print(f"  failure {name}: {n} x {err}")
@@ -454,6 +438,17 @@ def sessions_summary(since: datetime, bot_id: int) -> None:
     print(f"started sessions by status ({sum(by_status.values())} in all, up to 30 s after the load): {by_status}")
 
 
+def _seeded(db: str, runs: int) -> bool:
+    """Whether `db` exists and holds at least `runs` runs (a --keep run's database)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(f"{PG_ADMIN.rsplit('/', 1)[0]}/{db}", connect_timeout=5) as conn:
+            return conn.execute("SELECT count(*) FROM paper_trading_runs").fetchone()[0] >= runs
+    except psycopg.Error:
+        return False
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=60, help="measured seconds (after the ramp)")
@@ -467,17 +462,23 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--fills", type=int, default=1_000_000)
     parser.add_argument("--threads", type=int, default=16, help="worker threads per rundramatiq process")
+    parser.add_argument("--serve-processes", type=int, default=2,
+                        help="daphne processes on the port (`serve --processes`; one per core)")
     parser.add_argument("--db", default=DB_NAME)
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse a database a --keep run left (no reseeding); implies --keep")
     parser.add_argument("--nice", type=int, default=0,
                         help="run the stack and locust at this nice value (e.g. -10 on a machine shared with other work)")
     args = parser.parse_args()
+    args.keep = args.keep or args.reuse
 
     print(f"bench/load.py on {machine()}\n{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC, "
           f"commit {subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True, text=True).stdout.strip()}, "
           f"load average {loadavg()}", flush=True)
-    database_url = recreate_pg_database(args.db)
+    reused = args.reuse and _seeded(args.db, args.runs)
+    database_url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{args.db}" if reused else recreate_pg_database(args.db)
     flush_redis(REDIS_URL)
     stack = None
     try:
@@ -490,14 +491,21 @@ def main() -> int:
         with connection.cursor() as cursor:
             cursor.execute("SELECT version()")
             print(f"{cursor.fetchone()[0].split(' on ')[0]}; migrated in {time.perf_counter() - t:.1f} s", flush=True)
-        runs = seed(runs=args.runs, fills=args.fills, rng=random.Random(args.seed))
+        if reused:
+            from ledger.models import PaperTradingRun
+
+            runs = list(PaperTradingRun.objects.filter(bot__name__startswith="load-").values_list("id", "num_fills"))
+            print(f"reusing the seeded database {args.db}: {len(runs):,} runs", flush=True)
+        else:
+            runs = seed(runs=args.runs, fills=args.fills, rng=random.Random(args.seed))
         workdir = Path(tempfile.mkdtemp(prefix="bench-load-"))
         stack = Stack(mode="services", workdir=workdir, database_url=database_url, redis_url=REDIS_URL,
-                      processes=2, threads=args.threads)
+                      processes=2, threads=args.threads, serve_processes=args.serve_processes)
         stack.start()
         if args.nice:
             renice([p for proc in stack.procs for p in descendants(proc.pid)], args.nice)
-        print(f"stack up at {stack.url}: daphne pid {stack.procs[0].pid}, 2 rundramatiq processes x {args.threads} "
+        print(f"stack up at {stack.url}: serve pid {stack.procs[0].pid} with {args.serve_processes} daphne "
+              f"process(es), 2 rundramatiq processes x {args.threads} "
               f"threads, demo bot {stack.demo_bot_id}; logs in {workdir}", flush=True)
         plans_ok = explain(token=stack.token, runs=runs, list_limit=args.list_limit, fills_limit=args.fills_limit)
         connection.close()

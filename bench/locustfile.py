@@ -18,7 +18,7 @@ import random
 import time
 from collections import defaultdict
 
-from locust import FastHttpUser, constant_throughput, events, task
+from locust import FastHttpUser, events, task
 
 PLAN = json.loads(open(os.environ["LOAD_PLAN"]).read())  # noqa: SIM115 - read once at import
 AUTH = {"Authorization": f"Bearer {PLAN['token']}"}
@@ -60,11 +60,31 @@ def _dump(environment, **_kw) -> None:
                    "window": max(time.time() - _record_from, 0.0)}, out)
 
 
+def poisson_arrivals(rate: float):
+    """A wait_time that starts a user's requests as a Poisson process of `rate` per second.
+
+    Independent clients, as an API has: each request is due an exponential gap after the last
+    one was due, whenever that one finished (open loop: a slow answer does not slow the
+    arrivals). locust's constant_throughput instead keeps users that started together in step,
+    so 100 users at 1/s send bursts of 100 requests at once every second: a queue of a burst's
+    length each time, whatever the server's speed.
+    """
+
+    def wait_time(user) -> float:
+        now = time.monotonic()
+        due = getattr(user, "_due", None)
+        due = (now if due is None else due) + random.expovariate(rate)
+        user._due = max(due, now - 5.0)  # far behind (the server stalled): do not burst to catch up
+        return max(0.0, user._due - now)
+
+    return wait_time
+
+
 class Reader(FastHttpUser):
-    """One read a second per user (constant_throughput): read_users users = read_rate requests/s."""
+    """read_users users, each a Poisson process of read_rate / read_users requests/s."""
 
     weight = 1
-    wait_time = constant_throughput(PLAN["read_rate"] / PLAN["read_users"])
+    wait_time = poisson_arrivals(PLAN["read_rate"] / PLAN["read_users"])
 
     @task(1)
     def list_first_page(self) -> None:
@@ -88,7 +108,7 @@ class Starter(FastHttpUser):
 
     abstract = PLAN["start_users"] == 0  # --start-rate 0: no starter at all
     fixed_count = PLAN["start_users"]
-    wait_time = constant_throughput(PLAN["start_rate"] / max(PLAN["start_users"], 1))
+    wait_time = poisson_arrivals(PLAN["start_rate"] / max(PLAN["start_users"], 1))
 
     @task
     def start_session(self) -> None:

@@ -40,9 +40,27 @@ def flush_redis(url: str) -> None:
     redis.Redis.from_url(url).flushdb()
 
 
+def descendants(root: int) -> list[int]:
+    """root and every process under it (the rundramatiq supervisor's worker processes)."""
+    parent = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += [p for p, pp in parent.items() if pp == pid]
+    return found
+
+
 class Stack:
     def __init__(self, *, mode: str, workdir: Path, database_url: str | None = None, redis_url: str | None = None,
-                 processes: int = 2, threads: int = 32, env: dict | None = None, embedded_threads: int = 64):
+                 processes: int = 2, threads: int = 32, env: dict | None = None, embedded_threads: int = 64,
+                 serve_processes: int = 1):
         assert mode in ("embedded", "services")
         self.mode = mode
         self.workdir = Path(workdir)
@@ -63,6 +81,7 @@ class Stack:
             self.env["REDIS_URL"] = redis_url or "redis://127.0.0.1:6379/3"
         self.env.update(env or {})
         self.processes, self.threads = processes, threads
+        self.serve_processes = serve_processes
 
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
         log = open(self.workdir / log_name, "w")  # noqa: SIM115 - lives as long as the process
@@ -81,7 +100,8 @@ class Stack:
     def start_serve(self, timeout: float = 90.0, *, log_name: str = "serve.log") -> subprocess.Popen:
         """(Re)start the daphne process on this stack's port; waits until it answers."""
         worker = "auto" if self.mode == "embedded" else "no"
-        self.serve = self._spawn(["serve", "--port", str(self.port), "--worker", worker], log_name)
+        self.serve = self._spawn(["serve", "--port", str(self.port), "--worker", worker,
+                                  "--processes", str(self.serve_processes)], log_name)
         deadline = time.time() + timeout
         log = self.workdir / log_name
         while time.time() < deadline:
@@ -117,6 +137,11 @@ class Stack:
             return True  # it answered
         except OSError:
             return False
+
+    def daphne_pids(self) -> list[int]:
+        """The daphne processes serving the port: `serve` itself, or its children with --processes."""
+        pids = descendants(self.serve.pid)
+        return pids[1:] if self.serve_processes > 1 else pids[:1]
 
     def worker_pids(self, supervisor: subprocess.Popen | None = None) -> list[int]:
         """PIDs of the rundramatiq worker processes (children of the dramatiq supervisors)."""
