@@ -134,7 +134,7 @@ if REDIS_URL:
     # so at-most-once live delivery loses nothing a late client cannot read back.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "BACKEND": "paper.channel_layer.FramesChannelLayer",
             "CONFIG": {"hosts": [REDIS_URL]},
         }
     }

@@ -3,15 +3,21 @@
 Frames are `{task_id, stage, message, timestamp, seq, **extras}` with `equity` and `positions`.
 A client that reconnects asks for `?after_seq=N` (the last seq it saw) and gets exactly the
 frames it missed, then live ones: a server restart or a network drop costs no frame.
+
+A socket that opens while the channel layer (Redis) is down is still accepted: it gets its
+backlog, then follows the ledger every `LEDGER_POLL_SECONDS` and tries to join its run's group
+again each time. Once it has joined, frames come live as usual.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from paper.frames import bind_server_loop, group_name
 
@@ -24,6 +30,13 @@ CLOSE_POLICY = 1008
 # At most this many missed frames are replayed to a reconnecting client (?after_seq=); one
 # that missed more reads the rest from GET /paper/{id}/frames?after_seq=.
 MAX_CATCH_UP = 10_000
+# A socket whose group join failed (Redis down) reads new frames from the ledger this often.
+LEDGER_POLL_SECONDS = 1.0
+# A join that takes longer than this counts as failed (a Redis that accepts but does not answer).
+JOIN_TIMEOUT_SECONDS = 2.0
+LAYER_DOWN = (RedisError, OSError, asyncio.TimeoutError)
+
+log = logging.getLogger(__name__)
 
 
 def _after_seq(scope) -> int | None:
@@ -75,20 +88,56 @@ class PaperFramesConsumer(AsyncJsonWebsocketConsumer):
         self.last_seq = after_seq or 0
         # Join the group before reading the backlog: a frame stored after the read is then
         # also delivered live, and the seq check drops the ones already sent.
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        joined = await self._join()
         backlog = await _backlog(self.run_id, settings.PAPER_FRAME_BACKLOG, after_seq)
         if backlog is None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
             await self.close(code=4404)
             return
         await self.accept()
-        for frame in backlog:
+        await self._send_stored(backlog)
+        if not joined:
+            log.warning("ws/paper/%s: channel layer unreachable; following the ledger every %.0f s",
+                        self.run_id, LEDGER_POLL_SECONDS)
+            self.follower = asyncio.create_task(self._follow_ledger())
+
+    async def _join(self) -> bool:
+        try:
+            await asyncio.wait_for(self.channel_layer.group_add(self.group, self.channel_name),
+                                   JOIN_TIMEOUT_SECONDS)
+        except LAYER_DOWN:
+            return False
+        return True
+
+    async def _follow_ledger(self) -> None:
+        """Until the group join works: poll the ledger for new frames, retrying the join first
+        (the same order as `connect`, so no frame falls between the last read and the join)."""
+        joined = False
+        while not joined:
+            await asyncio.sleep(LEDGER_POLL_SECONDS)
+            joined = await self._join()
+            await self._send_stored(await _frames_between(self.run_id, self.last_seq, 2**62))
+        log.info("ws/paper/%s: joined the channel layer; frames are live again", self.run_id)
+
+    async def _send_stored(self, frames: list[dict]) -> None:
+        # The live path and the ledger follower can interleave: a frame goes out only if it is
+        # newer than the last one sent, and last_seq moves before the send yields.
+        for frame in frames:
+            seq = frame.get("seq", 0)
+            if seq <= self.last_seq and self.last_seq:
+                continue
+            self.last_seq = max(self.last_seq, seq)
             await self.send_json(frame)
-            self.last_seq = max(self.last_seq, frame.get("seq", 0))
 
     async def disconnect(self, code: int) -> None:
+        follower = getattr(self, "follower", None)
+        if follower is not None:
+            follower.cancel()
         if getattr(self, "group", None):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            try:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+            except LAYER_DOWN:
+                pass  # Redis is down: the subscription went with the connection
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
         text = text_data or ""
@@ -118,9 +167,7 @@ class PaperFramesConsumer(AsyncJsonWebsocketConsumer):
         if first is not None and first > self.last_seq + 1 and self.last_seq:
             # A gap: frames published while the channel layer was down (a Redis restart) never
             # arrived. They are in the ledger: send them first, so the client misses nothing.
-            for frame in await _frames_between(self.run_id, self.last_seq, first):
-                await self.send_json(frame)
-                self.last_seq = max(self.last_seq, frame.get("seq", 0))
+            await self._send_stored(await _frames_between(self.run_id, self.last_seq, first))
         for seq, text in event["frames"]:
             if seq <= self.last_seq:
                 continue  # already sent from the stored backlog

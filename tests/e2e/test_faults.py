@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from bench.stack import Stack, flush_redis, recreate_pg_database
@@ -279,9 +279,14 @@ def test_stop_redis_for_10_seconds_mid_session(services_stack, private_services)
     ids = start_sessions(api, bot_id, seeds=[5, 6, 7])
     wait_running(db, ids)
     watcher = FrameWatcher(stack, ids[0]).start()
+    wait_until(lambda: len(watcher.seqs) > 2, 30, "live frames before the outage")
 
     redis_server.stop()
     down_at = time.time()
+    # A socket that opens while Redis is down is accepted and follows the ledger.
+    late = FrameWatcher(stack, ids[1]).start()
+    wait_until(lambda: len(late.seqs) > 0, 10, "the backlog on a socket opened while Redis is down")
+    seen = len(late.seqs)
     status, refused = api.call("POST", f"/bots/{bot_id}/paper", {**SESSION, "seed": 8})
     assert status == 503 and refused["code"] == "broker_unavailable", refused
     assert "retry" in refused["detail"]
@@ -293,6 +298,7 @@ def test_stop_redis_for_10_seconds_mid_session(services_stack, private_services)
     time.sleep(max(0.0, 10 - (time.time() - down_at)))
     during = progress(db, ids)
     assert all(during[r][1] > before[r][1] for r in ids), "sessions keep trading while Redis is down"
+    assert len(late.seqs) > seen, "the late socket got new frames from the ledger during the outage"
     redis_server.start()
 
     final = wait_terminal(db, ids)
@@ -308,8 +314,12 @@ def test_stop_redis_for_10_seconds_mid_session(services_stack, private_services)
     refused_run = refused["errors"]["run_id"]
     assert progress(db, [refused_run])[refused_run][0] == "aborted"
     # The socket client saw every frame, in order, across the outage (reconnecting if it had to).
-    watcher.join(60)
-    assert watcher.seqs == list(range(1, watcher.seqs[-1] + 1)) and watcher.stages[-1] == "session.completed"
+    for client, run_id in ((watcher, ids[0]), (late, ids[1])):
+        client.join(60)
+        stored = rows(db, "SELECT seq FROM paper_frames WHERE paper_run_id = %s ORDER BY seq", run_id)
+        assert client.refused == [], "no socket is refused while Redis is down"
+        assert client.seqs == [q for (q,) in stored if q >= client.seqs[0]], "every frame once, in order"
+        assert client.stages[-1] == "session.completed"
 
 
 # --- PostgreSQL restarted ---------------------------------------------------------------------------
@@ -359,6 +369,7 @@ class FrameWatcher(threading.Thread):
         self.seqs: list[int] = []
         self.stages: list[str] = []
         self.disconnects = 0
+        self.refused: list[int] = []  # HTTP statuses of refused handshakes (a 500 is a server bug)
 
     def start(self) -> FrameWatcher:
         super().start()
@@ -378,6 +389,9 @@ class FrameWatcher(threading.Thread):
                         self.stages.append(frame["stage"])
                         if frame["stage"] in ("session.completed", "session.stopped", "session.failed"):
                             return
+            except InvalidStatus as exc:
+                self.refused.append(exc.response.status_code)
+                time.sleep(0.2)
             except (ConnectionClosed, OSError, TimeoutError):
                 self.disconnects += 1
                 time.sleep(0.2)
