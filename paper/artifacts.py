@@ -74,8 +74,11 @@ def trades_csv_bytes(fills) -> bytes:
 
 
 def _plot(ts: np.ndarray, values: np.ndarray, *, title: str, ylabel: str, fill_below: bool = False) -> bytes:
-    # The object API (no pyplot): safe to call from worker threads.
+    # The object API (no pyplot): safe to call from worker threads. Fixed margins and concise
+    # date labels instead of tight_layout and autofmt_xdate, and fast PNG compression: ~45 ms a
+    # chart instead of ~80 (two charts were most of a short session's worker CPU).
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
 
     step = max(1, len(values) // MAX_PLOT_POINTS)
@@ -83,18 +86,20 @@ def _plot(ts: np.ndarray, values: np.ndarray, *, title: str, ylabel: str, fill_b
     y = values[::step]
     fig = Figure(figsize=(9, 3.2), dpi=100)
     FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.09, right=0.98, top=0.9, bottom=0.2)
     ax = fig.add_subplot()
     if len(y):
         ax.plot(x, y, linewidth=1.0, color="#2563eb" if not fill_below else "#dc2626")
         if fill_below:
             ax.fill_between(x, y, 0, color="#dc2626", alpha=0.2)
+        locator = AutoDateLocator(maxticks=8)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
     ax.set_title(title, fontsize=10)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
-    fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", pil_kwargs={"compress_level": 1})
     return buf.getvalue()
 
 
