@@ -400,13 +400,16 @@ def paper_replay(*, params: RunParams, request_id: str = "", signals: SignalFile
 _index_state = threading.Lock()
 _index_running: set[str] = set()
 _index_dirty: set[str] = set()
+# Per root: the session records of the last refresh, re-read only where a folder changed.
+_index_caches: dict[str, dict] = {}
 
 
 def paper_index_refresh(root: Path) -> None:
     """Refresh paper_sessions_index.* after a run ends; a failure here never fails the run.
 
-    A refresh rescans the whole root, so when many sessions end at once (a kill switch) the
-    requests are coalesced per process: one refresh runs, and runs once more if asked meanwhile.
+    A refresh lists the whole root and re-reads only the folders that changed since this
+    process's last refresh. When many sessions end at once (a kill switch) the requests are
+    coalesced per process: one refresh runs, and runs once more if asked meanwhile.
     """
     from paper.runbook import index_write
 
@@ -419,7 +422,7 @@ def paper_index_refresh(root: Path) -> None:
     try:
         while True:
             try:
-                index_write(Path(root))
+                index_write(Path(root), cache=_index_caches.setdefault(key, {}))
             except Exception:
                 log.exception("could not refresh the paper-session index in %s", root)
             with _index_state:

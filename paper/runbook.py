@@ -354,9 +354,57 @@ def _session_dirs(root: Path) -> list[Path]:
     return [p for p in entries if _is_session_entry(p)]
 
 
-def sessions_scan(root: Path) -> list[SessionRecord]:
-    """Every session folder under root, oldest first by (started_at or created_at, session_id)."""
-    return sorted((session_read(p) for p in _session_dirs(root)), key=_order_key)
+def sessions_scan(root: Path, cache: dict | None = None) -> list[SessionRecord]:
+    """Every session folder under root, oldest first by (started_at or created_at, session_id).
+
+    With `cache` (a dict the caller keeps between scans of one root), a folder whose files have
+    not changed since the last scan (`_folder_signature`) is not read again: the refresh after
+    each session then costs a listing per folder (~20 µs), not reading every folder's JSON.
+    """
+    dirs = _session_dirs(root)
+    if cache is None:
+        return sorted((session_read(p) for p in dirs), key=_order_key)
+    records = []
+    for path in dirs:
+        signature = _folder_signature(path)  # before the read: a change during it is seen next time
+        hit = cache.get(path)
+        if signature is not None and hit is not None and hit[0] == signature:
+            records.append(hit[1])
+            continue
+        record = session_read(path)
+        records.append(record)
+        if signature is None:
+            cache.pop(path, None)
+        else:
+            cache[path] = (signature, record)
+    for gone in set(cache) - set(dirs):
+        del cache[gone]
+    return sorted(records, key=_order_key)
+
+
+def _folder_signature(session_dir: Path) -> tuple | None:
+    """What a session folder's record is read from: each entry's name, inode, size and mtime, one
+    level of subfolders included. Artifacts are replaced by rename (a new inode) and an edit in
+    place moves the mtime, so an unchanged signature means an unchanged record. None when the
+    folder cannot be listed (it is then read afresh, and its problem reported)."""
+    entries = []
+    try:
+        stack = [("", os.fspath(session_dir))]
+        while stack:
+            prefix, folder = stack.pop()
+            with os.scandir(folder) as listing:
+                for entry in listing:
+                    try:
+                        st = entry.stat()
+                    except OSError:
+                        entries.append((prefix + entry.name, None))
+                        continue
+                    entries.append((prefix + entry.name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode))
+                    if not prefix and entry.is_dir():
+                        stack.append((entry.name + "/", entry.path))
+    except OSError:
+        return None
+    return tuple(sorted(entries, key=lambda e: e[0]))
 
 
 def session_show(root_or_dir: Path, session: str | None = None) -> SessionRecord:
@@ -529,10 +577,13 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def index_write(root: Path) -> tuple[Path, Path]:
-    """Refresh paper_sessions_index.csv/.json in root; no timestamp inside, so a rewrite is identical."""
+def index_write(root: Path, cache: dict | None = None) -> tuple[Path, Path]:
+    """Refresh paper_sessions_index.csv/.json in root; no timestamp inside, so a rewrite is identical.
+
+    `cache`: see `sessions_scan` (the automatic refresh after each session keeps one per root).
+    """
     root = _root_dir(root)
-    rows = [index_row(r) for r in sessions_scan(root)]
+    rows = [index_row(r) for r in sessions_scan(root, cache)]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(INDEX_COLUMNS)

@@ -409,6 +409,64 @@ def test_index_rewrite_is_byte_identical_and_not_scanned_as_sessions(root):
     assert len(rb.sessions_scan(root)) == 10
 
 
+def _metrics_edit_in_place(root: Path) -> None:
+    # Same size, new content: only the mtime (and the bytes) say it changed.
+    path = root / fx.GOOD / c.METRICS
+    doc = json.loads(path.read_text())
+    doc["sharpe"] = 9.9 if doc["sharpe"] != 9.9 else 1.1
+    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    with open(path, "r+", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.truncate()
+
+
+def _status_replaced(root: Path) -> None:
+    path = root / fx.WEAK / c.STATUS
+    doc = json.loads(path.read_text())
+    doc["status"], doc["status_reason"] = "failed", "replaced by rename"
+    tmp = path.with_name(".status.tmp")
+    tmp.write_text(json.dumps(doc))
+    tmp.replace(path)
+
+
+CACHE_CHANGES = [
+    ("nothing", lambda root: None),
+    ("a file edited in place", _metrics_edit_in_place),
+    ("a file replaced by rename", _status_replaced),
+    ("a file removed", lambda root: (root / fx.FAILED / c.METRICS).unlink()),
+    ("an artifact removed from the subfolder", lambda root: (root / fx.GOOD / c.EQUITY_PNG).unlink()),
+    ("a folder removed", lambda root: shutil.rmtree(root / fx.HALTED)),
+    ("a folder added", lambda root: session_write(root, SessionSpec("ps_20261121_2300_new", "success",
+                                                                    NOW - timedelta(hours=1)))),
+    ("a folder made unreadable", lambda root: (root / fx.KILLED / c.STATUS).write_bytes(b"{not json")),
+]
+
+
+@pytest.mark.parametrize(("label", "change"), CACHE_CHANGES, ids=[label for label, _ in CACHE_CHANGES])
+def test_a_cached_scan_sees_every_change_a_fresh_scan_sees(root, label, change):
+    cache: dict = {}
+    before = [rb.index_row(r) for r in rb.sessions_scan(root, cache)]
+    assert before == [rb.index_row(r) for r in rb.sessions_scan(root)]
+    change(root)
+
+    cached = [rb.index_row(r) for r in rb.sessions_scan(root, cache)]
+    fresh = [rb.index_row(r) for r in rb.sessions_scan(root)]
+    assert cached == fresh
+    assert (cached == before) == (label == "nothing")
+    assert set(cache) == {p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+
+
+def test_a_cached_scan_does_not_read_unchanged_folders(root, monkeypatch):
+    cache: dict = {}
+    rb.sessions_scan(root, cache)
+    _metrics_edit_in_place(root)
+    read = []
+    real = rb.session_read
+    monkeypatch.setattr(rb, "session_read", lambda path: read.append(path.name) or real(path))
+    rb.sessions_scan(root, cache)
+    assert read == [fx.GOOD]
+
+
 def test_index_refuses_a_missing_root(tmp_path):
     with pytest.raises(rb.RunbookError):
         rb.index_write(tmp_path / "nope")
