@@ -185,6 +185,13 @@ class Page(LimitOffsetPagination):
     def __init__(self, **kwargs):
         super().__init__(max_limit=PAGE_MAX, **kwargs)
 
+    def paginate_queryset(self, queryset, pagination: Input, request: HttpRequest, **params):
+        known = getattr(queryset, "known_count", None)  # ledger.selectors.Counted: no COUNT(*)
+        if known is None:
+            return super().paginate_queryset(queryset, pagination, request, **params)
+        offset = pagination.offset
+        return {"items": queryset.rows[offset:offset + min(pagination.limit, self.max_limit)], "count": known}
+
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""PostgreSQL connections read timestamps in C, not in Python.
+"""PostgreSQL connections: timestamps read in C, and the pool's check without a round trip.
+
+Timestamps.
 
 Django reads every `timestamptz` through its own loader, a Python subclass of psycopg's
 Python one (to pin the timezone): ~6.4 µs a value, against ~0.6 µs for psycopg's C loader
@@ -6,10 +8,17 @@ Python one (to pin the timezone): ~6.4 µs a value, against ~0.6 µs for psycopg
 of every list request (bench/load.py). Used only where it changes nothing: the connection's
 session time zone is UTC (Django sets it from DATABASES' TIME_ZONE, UTC here), so the C
 loader's datetimes are already the aware UTC ones Django's would be.
+
+The pool's check (`pool_check`). Django's CONN_HEALTH_CHECKS makes the pool run an empty query
+on every connection it hands out: a round trip per request. A connection the server has
+dropped (a restart, a terminated backend, an idle timeout) has its goodbye or EOF waiting on the
+socket, so the socket is polled first (no round trip) and the query runs only when something is
+there, or when the connection is not idle.
 """
 from __future__ import annotations
 
 import datetime
+import select
 
 UTC = datetime.UTC
 
@@ -48,3 +57,18 @@ def use_fast_timestamps(sender, connection, **kwargs) -> None:
 
 
 _LOADER = None
+
+
+def pool_check(conn) -> None:
+    """psycopg_pool `check`: raise if `conn` is unusable; poll its socket, query only if needed."""
+    from psycopg import OperationalError
+    from psycopg.pq import ConnStatus, TransactionStatus
+    from psycopg_pool import ConnectionPool
+
+    if conn.closed or conn.broken or conn.pgconn.status != ConnStatus.OK:
+        raise OperationalError("the pooled connection is closed")
+    if conn.pgconn.transaction_status == TransactionStatus.IDLE:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+        if not readable:
+            return  # nothing from the server since the last answer: the connection is as it was
+    ConnectionPool.check_connection(conn)

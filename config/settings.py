@@ -101,8 +101,10 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         }
         DATABASES["default"]["CONN_MAX_AGE"] = 0
         # The pool checks a connection before handing it out, so the first request after a
-        # PostgreSQL restart gets a fresh connection rather than a dead one.
-        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+        # PostgreSQL restart gets a fresh connection rather than a dead one: Django's backend
+        # with the pool's check done without a round trip unless the server has said something
+        # (config/postgres.py, config/pgbackend).
+        DATABASES["default"]["ENGINE"] = "config.pgbackend"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: Dramatiq broker and channel layer --------------------------------

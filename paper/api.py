@@ -195,7 +195,7 @@ def paper_stop(request: HttpRequest, run_id: RunId):
 @router.get("/paper/{run_id}/fills", response=responses(list[FillOut], 404, 422))
 @paginate(Page)
 def paper_fills(request: HttpRequest, run_id: RunId):
-    return selectors.run_fills(run=selectors.run_must_exist(run_id=run_id)).values(*FillOut.model_fields)
+    return selectors.run_fills_counted(run_id=run_id).values(*FillOut.model_fields)
 
 
 @router.get("/paper/{run_id}/orders", response=responses(list[OrderOut], 404, 422))

@@ -136,6 +136,21 @@ def test_fills_orders_and_equity_are_paginated_in_ledger_order(api, persisted):
     assert last[0]["equity"] == pytest.approx(result.final_equity)
 
 
+def test_a_fills_page_takes_its_count_from_the_run_row_not_a_count_query(api, persisted):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    run, result = persisted
+    with CaptureQueriesContext(connection) as queries:
+        page = api.get(f"/paper/{run.id}/fills?limit=5&offset=3").json()
+    assert page["count"] == result.num_fills == run.fills.count()
+    assert [f["fill_id"] for f in page["items"]] == [f.fill_id for f in result.fills[3:8]]
+    fills_sql = [q["sql"] for q in queries.captured_queries if "paper_fills" in q["sql"]]
+    assert len(fills_sql) == 1 and "COUNT(" not in fills_sql[0].upper(), fills_sql
+    beyond = api.get(f"/paper/{run.id}/fills?offset={result.num_fills}").json()
+    assert beyond == {"items": [], "count": result.num_fills}
+
+
 def test_frames_come_in_seq_order_and_resume_after_a_seq(api, persisted):
     run, _ = persisted
     frames = api.get(f"/paper/{run.id}/frames").json()
