@@ -504,6 +504,34 @@ def test_bad_serve_processes_exit_2_before_anything_starts(settings, redis_url, 
     assert state() == before
 
 
+def _postgres_up() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("database_url", "fragment"), [
+    ("sqlite:////nonexistent-dir-for-serve/db.sqlite3", "unable to open database file"),
+    pytest.param("postgres://postgres@127.0.0.1:5432/papertrade_no_such_database", "does not exist",
+                 marks=pytest.mark.skipif(not _postgres_up(), reason="no PostgreSQL on 127.0.0.1:5432")),
+    ("postgres://postgres@127.0.0.1:1/papertrade", "Connection refused"),
+])
+def test_serve_against_a_database_it_cannot_reach_exits_2_with_the_reason(tmp_path, database_url, fragment):
+    import subprocess
+
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": "", "OUTPUTS_DIR": str(tmp_path / "out")}
+    done = subprocess.run([sys.executable, "manage.py", "serve", "--no-demo", "--port", "0"], cwd=settings.BASE_DIR,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "cannot connect to the database" in done.stderr and fragment in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert not (tmp_path / "out").exists()
+
+
 # --- 3. a huge body --------------------------------------------------------------------------------
 
 def huge_bot_body(megabytes: int = 20) -> str:

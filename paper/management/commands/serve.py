@@ -68,6 +68,29 @@ class Command(BaseCommand):
         if not host or len(host) > 253 or any(ch.isspace() or ch in "\x00/@" for ch in host):
             raise CommandError(f"--host must be a host name or an IP address, not {host[:60]!r}", returncode=2)
 
+    @staticmethod
+    def _database_check() -> None:
+        """A database that cannot be reached is refused (exit 2) with the driver's reason, before
+        anything is migrated or served (it was a pool timeout's traceback after 5 s)."""
+        from django.db import DatabaseError, connection
+
+        try:
+            if connection.vendor == "postgresql":
+                import psycopg
+
+                # Straight to the server, not through the pool: its error says why (no such
+                # database, connection refused, authentication), the pool's only that it timed out.
+                try:
+                    psycopg.connect(**{**connection.get_connection_params(), "connect_timeout": 5}).close()
+                except psycopg.Error as exc:
+                    raise DatabaseError(str(exc)) from None
+            else:
+                connection.ensure_connection()
+        except DatabaseError as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise CommandError(f"cannot connect to the database ({connection.vendor}): {reason[:300]}",
+                               returncode=2) from None
+
     def handle(self, *args, **opts):
         if opts["reuse_port"]:
             self._check(opts)
@@ -79,6 +102,7 @@ class Command(BaseCommand):
             self._daphne(endpoints=[f"fd:fileno={listener.fileno()}"])
             return
         self._check(opts)
+        self._database_check()
         call_command("migrate", verbosity=0, interactive=False)
         url = f"http://{opts['host']}:{opts['port']}"
         if not opts["no_demo"]:
