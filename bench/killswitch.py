@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.stack import Stack, flush_redis, recreate_pg_database  # noqa: E402
+from bench.stack import Stack, cpu_seconds, flush_redis, recreate_pg_database  # noqa: E402
 from tests.e2e.conftest import Api  # noqa: E402
 
 
@@ -22,6 +22,16 @@ def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     k = max(0, min(len(values) - 1, round(q / 100 * (len(values) - 1))))
     return values[k]
+
+
+def wait_quiet(pids: list[int], *, below: float = 0.05, window: float = 0.5, timeout: float = 30.0) -> None:
+    """Until `pids` used less than `below` of a core over `window` seconds (or `timeout`)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        before = cpu_seconds(pids)
+        time.sleep(window)
+        if cpu_seconds(pids) - before < below * window:
+            return
 
 
 def main() -> None:
@@ -72,13 +82,14 @@ def main() -> None:
                   f"(server-side {report['elapsed_ms']:.1f} ms; ended_at spread {spread:.0f} ms, "
                   f"median session {first:.0f} ms after the first)", flush=True)
             api.call("POST", "/kill-switch/rearm")
-            # Let the stopped sessions' reports and charts (written 1 s after they end) finish,
-            # so the next trial starts, like a real incident, from a quiet system.
+            # Let the stopped sessions' reports, charts and index refreshes (written 1 s after
+            # they end) finish, so the next trial starts, like a real incident, from a quiet
+            # system: every report on disk, then the workers idle.
             outputs = Path(stack.env["OUTPUTS_DIR"]) / "paper_sessions"
             deadline = time.time() + 120
             while time.time() < deadline and not all((outputs / i / "report.json").exists() for i in ids):
                 time.sleep(0.5)
-            time.sleep(1.0)
+            wait_quiet(stack.worker_pids())
         print(f"kill switch, {args.sessions} live sessions, 2 worker processes x 32 threads, {args.trials} trials: "
               f"p50 {statistics.median(wall):.1f} ms, p99 {pct(wall, 99):.1f} ms, max {max(wall):.1f} ms "
               f"(HTTP round trip until all terminal in the DB; target p99 < 250 ms)")

@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import PG_ADMIN, Stack, descendants, flush_redis, recreate_pg_database  # noqa: E402
+from bench.stack import PG_ADMIN, Stack, cpu_seconds, descendants, flush_redis, recreate_pg_database  # noqa: E402
 
 DB_NAME = "papertrade_bench_load"
 REDIS_URL = "redis://127.0.0.1:6379/7"
@@ -61,15 +61,6 @@ def pct(values: list[float], q: float) -> float:
 
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def cpu_seconds(pid: int) -> float:
-    tick = os.sysconf("SC_CLK_TCK")
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / tick
-    except OSError:
-        return 0.0
 
 
 def renice(pids: list[int], nice: int) -> None:

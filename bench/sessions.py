@@ -7,7 +7,6 @@ Usage: .venv/bin/python bench/sessions.py [--sessions 100] [--bars 60] [--pace 6
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -17,20 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.killswitch import pct  # noqa: E402
-from bench.stack import Stack, flush_redis, recreate_pg_database  # noqa: E402
+from bench.stack import Stack, cpu_seconds, flush_redis, recreate_pg_database  # noqa: E402
 from tests.e2e.conftest import Api  # noqa: E402
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-        except OSError:
-            pass
-    return total
 
 
 def main() -> None:

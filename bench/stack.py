@@ -40,6 +40,18 @@ def flush_redis(url: str) -> None:
     redis.Redis.from_url(url).flushdb()
 
 
+def cpu_seconds(pids: int | list[int]) -> float:
+    """User + system CPU seconds of these processes so far, all threads (from /proc; gone: 0)."""
+    total = 0.0
+    for pid in [pids] if isinstance(pids, int) else pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            pass
+    return total
+
+
 def descendants(root: int) -> list[int]:
     """root and every process under it (the rundramatiq supervisor's worker processes)."""
     parent = {}
@@ -144,18 +156,9 @@ class Stack:
         return pids[1:] if self.serve_processes > 1 else pids[:1]
 
     def worker_pids(self, supervisor: subprocess.Popen | None = None) -> list[int]:
-        """PIDs of the rundramatiq worker processes (children of the dramatiq supervisors)."""
-        out = subprocess.run(["pgrep", "-f", "dramatiq"], capture_output=True, text=True).stdout.split()
-        mine = {p.pid for p in self.procs} if supervisor is None else {supervisor.pid}
-        pids = []
-        for pid in map(int, out):
-            try:
-                ppid = int(Path(f"/proc/{pid}/stat").read_text().split()[3])
-            except (OSError, ValueError):
-                continue
-            if ppid in mine or pid in mine:
-                pids.append(pid)
-        return pids
+        """PIDs of the rundramatiq supervisors and their worker processes (from /proc)."""
+        supervisors = [supervisor] if supervisor is not None else [p for p in self.procs if p is not self.serve]
+        return [pid for proc in supervisors if proc.poll() is None for pid in descendants(proc.pid)]
 
     def stop(self) -> None:
         for proc in self.procs:
