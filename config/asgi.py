@@ -29,9 +29,10 @@ class SyncASGIHandler(ASGIHandler):
       connection included), without a thread start and stop per request. (A view still running
       when its client went away keeps its thread busy: the next request that borrows it waits.)
     - It sends request_started, runs the view and sends request_finished in three hops to the
-      request's thread. Here they are one (`_respond`): a response already in memory is closed
-      (request_finished: the database connection goes back to the pool) before its bytes are
-      sent. A streaming response (a static file) is closed after it is sent, as Django does.
+      request's thread. Here they are one (`_respond`): a response in memory, or a synchronous
+      stream read into memory (as Django's handler does too), is closed (request_finished: the
+      database connection goes back to the pool) before its bytes are sent. An asynchronous
+      stream is closed after it is sent, as Django does.
       Each hop is a wait for the GIL behind the event loop, which under load was most of a
       read's latency.
     """
@@ -59,30 +60,41 @@ class SyncASGIHandler(ASGIHandler):
         except RequestAborted:
             return
         set_script_prefix(get_script_prefix(scope))
-        response = None
+        response = closed = None
         try:
-            response = await sync_to_async(self._respond, thread_sensitive=True)(scope, body_file)
+            response, closed = await sync_to_async(self._respond, thread_sensitive=True)(scope, body_file)
             await self.send_response(response, send)
         finally:
-            if response is not None and response.streaming:
+            if response is not None and not closed:
                 await sync_to_async(response.close, thread_sensitive=True)()
             body_file.close()
 
-    def _respond(self, scope, body_file):
-        """In the request's thread: request_started, the response, and for a response in memory
-        request_finished too."""
+    def _respond(self, scope, body_file) -> tuple:
+        """In the request's thread: request_started, the response, and unless it streams from
+        an asynchronous source, request_finished too. Returns (response, closed)."""
         signals.request_started.send(sender=self.__class__, scope=scope)
         request, error_response = self.create_request(scope, body_file)
         response = error_response if request is None else self.get_response(request)
         response._handler_class = self.__class__
-        if isinstance(response, FileResponse):
-            response.block_size = self.chunk_size  # daphne chunks: larger reads, fewer sends
-        if not response.streaming:
-            response.close()
-        return response
+        if response.streaming and response.is_async:
+            return response, False  # an asynchronous stream: closed after its last chunk is sent
+        if response.streaming:
+            # A synchronous stream (a static file, an artifact download): Django's handler
+            # reads it all into memory anyway, in a hop of its own and with a warning. Read it
+            # here, in this hop, and hand the loop the chunks.
+            if isinstance(response, FileResponse):
+                response.block_size = self.chunk_size  # larger reads, fewer chunks
+            response.streaming_content = _replay(list(response.streaming_content))
+        response.close()
+        return response, True
 
     async def get_response_async(self, request):
         return await sync_to_async(self.get_response, thread_sensitive=True)(request)
+
+
+async def _replay(chunks: list[bytes]):
+    for chunk in chunks:
+        yield chunk
 
 
 def _django_asgi():
