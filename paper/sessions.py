@@ -572,6 +572,10 @@ def session_artifacts_write(*, run_id: str) -> None:
             "start": ts_iso(result.ts[0])[:10] if n else None, "end": ts_iso(result.ts[-1])[:10] if n else None}
     extra = {"total_pnl": run.total_pnl, "ending_equity": run.ending_equity, "starting_cash": run.starting_cash,
              "halt": run.halt, "num_fills": run.num_fills}
+    # Everything below is files and charts: give the database connection back to the pool first.
+    # Held while charts waited their turn (one at a time per process), 50 sessions ending at
+    # once emptied the pool, and live sessions waited seconds for a connection.
+    _close_connection()
     artifacts.finish(status=run.status, status_reason=run.status_reason, result=result, request_id=run.request_id,
                      contract_type=artifact_contract.PAPER_CONTRACT_TYPE, data=data, extra_metrics=extra,
                      error_type=run.error_type, error_message=run.error_message, title=f"{run.bot.name} {label}")
