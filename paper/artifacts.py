@@ -86,8 +86,8 @@ def _plot(ts: np.ndarray, values: np.ndarray, *, title: str, ylabel: str, fill_b
     A matplotlib figure is thousands of objects in reference cycles, which only the cyclic
     collector frees. Left to it, rendering promoted them to the oldest generation, and a
     worker's full collections each freed dozens of charts at once: 150-280 ms with every
-    session thread in the process stopped (measured with gc.callbacks; a kill-switch stop came
-    that late). With automatic collection paused while one chart renders, its objects stay in
+    session thread in the process stopped (measured with gc.callbacks during
+    bench/killswitch.py). With automatic collection paused while one chart renders, its objects stay in
     the youngest generation, and one collection of that generation frees them: ~2 ms.
     """
     with _render_lock:

@@ -6,9 +6,9 @@
   releases its lease and is enqueued again, so another worker resumes it from the ledger at once.
 - At boot, what a worker keeps for its whole life (Django, the engine, matplotlib for the charts)
   is loaded and frozen out of the cyclic garbage collector (`gc.freeze`). Chart rendering makes
-  much cyclic garbage, and each full collection then traversed every long-lived object too:
-  ~150-270 ms pauses a few times a minute per process, measured with gc.callbacks, which is
-  what made one kill-switch trial in a few late by ~250 ms (half its sessions in one process).
+  much cyclic garbage (collected young, see paper.artifacts._plot), and a full collection
+  otherwise traverses every long-lived object too: with both, no collection over 50 ms after
+  start-up in a kill-switch bench run (there were 150-280 ms ones a few times a minute).
 """
 from __future__ import annotations
 
