@@ -203,6 +203,22 @@ def test_a_live_session_writes_the_runbook_folder(ready_bot, settings):
     assert (root / c.INDEX_JSON).exists()
 
 
+def test_charts_are_drawn_with_the_database_connection_given_back(ready_bot, monkeypatch):
+    # Charts wait their turn (one at a time per process); a writer that held its pooled
+    # connection meanwhile emptied the pool when 50 sessions ended at once.
+    from django.db import connection
+
+    from paper import artifacts
+
+    held = []
+    real = artifacts._render
+    monkeypatch.setattr(artifacts, "_render",
+                        lambda *args, **kw: held.append(connection.connection is not None) or real(*args, **kw))
+    run = start(ready_bot)
+    assert session_execute(run.id) == "success"
+    assert held == [False, False], "equity and drawdown charts drawn with no connection held"
+
+
 def test_a_stopped_session_marks_its_folder_aborted(ready_bot, settings):
     import json
 
