@@ -91,7 +91,8 @@ class PaperFramesConsumer(AsyncJsonWebsocketConsumer):
         joined = await self._join()
         backlog = await _backlog(self.run_id, settings.PAPER_FRAME_BACKLOG, after_seq)
         if backlog is None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            if joined:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
             await self.close(code=4404)
             return
         await self.accept()

@@ -574,8 +574,10 @@ def session_artifacts_write(*, run_id: str) -> None:
              "halt": run.halt, "num_fills": run.num_fills}
     # Everything below is files and charts: give the database connection back to the pool first.
     # Held while charts waited their turn (one at a time per process), 50 sessions ending at
-    # once emptied the pool, and live sessions waited seconds for a connection.
-    _close_connection()
+    # once emptied the pool, and live sessions waited seconds for a connection. (Not inside a
+    # caller's transaction: closing there would silently doom it.)
+    if not connection.in_atomic_block:
+        _close_connection()
     artifacts.finish(status=run.status, status_reason=run.status_reason, result=result, request_id=run.request_id,
                      contract_type=artifact_contract.PAPER_CONTRACT_TYPE, data=data, extra_metrics=extra,
                      error_type=run.error_type, error_message=run.error_message, title=f"{run.bot.name} {label}")
