@@ -136,7 +136,12 @@ def test_fills_orders_and_equity_are_paginated_in_ledger_order(api, persisted):
     assert last[0]["equity"] == pytest.approx(result.final_equity)
 
 
-def test_a_fills_page_takes_its_count_from_the_run_row_not_a_count_query(api, persisted):
+def ledger_queries(queries) -> list[str]:
+    """The SQL a request sent beyond authenticating its token."""
+    return [q["sql"] for q in queries.captured_queries if "api_tokens" not in q["sql"]]
+
+
+def test_a_fills_page_is_one_query_counted_by_the_run_row(api, persisted):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -145,10 +150,54 @@ def test_a_fills_page_takes_its_count_from_the_run_row_not_a_count_query(api, pe
         page = api.get(f"/paper/{run.id}/fills?limit=5&offset=3").json()
     assert page["count"] == result.num_fills == run.fills.count()
     assert [f["fill_id"] for f in page["items"]] == [f.fill_id for f in result.fills[3:8]]
-    fills_sql = [q["sql"] for q in queries.captured_queries if "paper_fills" in q["sql"]]
-    assert len(fills_sql) == 1 and "COUNT(" not in fills_sql[0].upper(), fills_sql
-    beyond = api.get(f"/paper/{run.id}/fills?offset={result.num_fills}").json()
+    assert set(page["items"][0]) == set(FILL_KEYS)
+    [sql] = ledger_queries(queries)
+    assert "paper_fills" in sql and "num_fills" in sql and "COUNT(" not in sql.upper(), sql
+    with CaptureQueriesContext(connection) as queries:
+        beyond = api.get(f"/paper/{run.id}/fills?offset={result.num_fills}").json()
     assert beyond == {"items": [], "count": result.num_fills}
+    assert len(ledger_queries(queries)) == 2  # an empty page asks its count alone
+
+
+FILL_KEYS = ("fill_id", "order_id", "symbol", "side", "qty", "price", "fee", "liquidity", "bar_index", "filled_at")
+
+
+def test_the_fills_of_a_run_without_fills_are_an_empty_page_not_a_404(api, bot):
+    run = queued_run(bot)
+    assert api.get(f"/paper/{run.id}/fills").json() == {"items": [], "count": 0}
+
+
+def test_list_pages_are_one_query_with_their_count_deep_pages_included(api, bot):
+    """Deep pages (offset >= 500) select their rows by ids an inner query pages from an index."""
+    import copy
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from ledger.selectors import DEFERRED_JOIN_OFFSET
+
+    template = queued_run(bot)
+    clones = []
+    for i in range(1, 620):
+        clone = copy.copy(template)
+        clone.pk = f"{template.pk[:-8]}{i:08x}"
+        clone.created_at = template.created_at - timedelta(seconds=i // 2)  # ties: the id breaks them
+        clone.status = "aborted" if i % 3 == 0 else "queued"
+        clones.append(clone)
+    PaperTradingRun.objects.bulk_create(clones)
+    newest_first = list(PaperTradingRun.objects.order_by("-created_at", "-id").values_list("id", "status"))
+    assert len(newest_first) == 620 and DEFERRED_JOIN_OFFSET < 620
+    aborted = [run_id for run_id, status in newest_first if status == "aborted"]
+    cases = [("", [run_id for run_id, _ in newest_first]), ("&status=aborted", aborted)]
+    for query, expected in cases:
+        for offset in (0, 450, 499, 500, 560, len(expected) - 3, len(expected), len(expected) + 50):
+            with CaptureQueriesContext(connection) as queries:
+                page = api.get(f"/paper?limit=50&offset={offset}{query}").json()
+            assert page["count"] == len(expected), (query, offset)
+            assert [r["id"] for r in page["items"]] == expected[offset:offset + 50], (query, offset)
+            assert len(ledger_queries(queries)) == (1 if offset < len(expected) else 2), (query, offset)
+    assert "_page_count" not in api.get("/paper?limit=1").json()["items"][0]
 
 
 def test_frames_come_in_seq_order_and_resume_after_a_seq(api, persisted):
