@@ -194,8 +194,6 @@ PAPER_REQUEUE_AFTER_SECONDS = env.float("PAPER_REQUEUE_AFTER_SECONDS", default=6
 # How long a session waits out a database outage (retrying its write) before leaving itself
 # to the reconciler.
 PAPER_DB_OUTAGE_SECONDS = env.float("PAPER_DB_OUTAGE_SECONDS", default=60.0)
-# How long a stop / kill switch waits for sessions to acknowledge before forcing them aborted.
-PAPER_STOP_TIMEOUT_SECONDS = env.float("PAPER_STOP_TIMEOUT_SECONDS", default=2.0)
 # A live session's reports and charts are written this long after it ends (0 = at once, inline).
 PAPER_ARTIFACTS_DELAY_MS = env.int("PAPER_ARTIFACTS_DELAY_MS", default=1000)
 # Frames a late WebSocket client receives before the live ones.

@@ -31,8 +31,7 @@ class PaperTradingRunAdmin(ReadOnlyAdmin):
 
         report = sessions_stop(run_ids=list(queryset.values_list("pk", flat=True)),
                                reason=f"operator_stop: stopped from the admin by {request.user.username}")
-        forced = f"; forced: {', '.join(report['forced'])}" if report["forced"] else ""
-        self.message_user(request, f"stopped {report['count']} session(s) in {report['elapsed_ms']:.0f} ms{forced}",
+        self.message_user(request, f"stopped {report['count']} session(s) in {report['elapsed_ms']:.0f} ms",
                           messages.SUCCESS)
     list_filter = ("status", "mode", "data_source", "timeframe", "bot")
     search_fields = ("id", "bot__name", "request_id", "status_reason")

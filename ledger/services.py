@@ -360,6 +360,14 @@ def _run_heartbeat(run_id: str, worker_id: str | None) -> str:
     return row["stop_requested"]
 
 
+def _awaits_epilogue(run: PaperTradingRun, worker_id: str | None, result: RunResult,
+                     new_fills: Sequence[Fill] | None) -> bool:
+    """Closed by a stop, epilogue not yet written, this worker's, and `result` is the ledger's."""
+    return (run.status == RunStatus.ABORTED and bool(run.stop_requested) and not run.metrics
+            and (worker_id is None or run.worker_id == worker_id)
+            and len(result.equity) == run.bars_processed and not new_fills)
+
+
 def run_finish(
     *,
     run_id: str,
@@ -377,13 +385,24 @@ def run_finish(
 
     `new_fills` / `changed_orders` (when given) are what the session has not written yet;
     by default every fill and order of the result is (idempotently) written.
+
+    A run a stop already closed (paper.sessions.sessions_stop) keeps the stop's status, reason
+    and end time, and its ledger as of its last recorded bar. Its session then writes only its
+    epilogue: the goodbye frame, the orders the stop cancelled and the final metrics, once, by
+    the worker holding the run, and only from an engine at the ledger's last bar (no fill).
+    Any other terminal run takes the goodbye frame alone.
     """
     with transaction.atomic():
         run = PaperTradingRun.objects.select_for_update().get(pk=run_id)
         if run.is_terminal:
-            # Forced terminal by a stop that timed out: the ledger as of its last bar stands;
-            # nothing the session did after that is recorded, except its goodbye frame.
             frames_record(run=run, frames=frames)
+            if _awaits_epilogue(run, worker_id, result, new_fills):
+                orders_upsert(run=run, orders=result.orders if changed_orders is None else changed_orders)
+                run.ending_equity = result.final_equity
+                run.total_pnl = result.final_equity - run.starting_cash
+                run.metrics = result.metrics
+                run.halt = result.halt.to_dict() if result.halt else None
+                run.save(update_fields=["ending_equity", "total_pnl", "metrics", "halt", "updated_at"])
             return run
         _check_lease(run, worker_id)
         orders_upsert(run=run, orders=result.orders if changed_orders is None else changed_orders)

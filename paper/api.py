@@ -122,8 +122,7 @@ class FrameOut(Out):
 class StopOut(Schema):
     stopped: list[str]
     count: int
-    forced: list[str]
-    elapsed_ms: float
+    elapsed_ms: float = Field(description="until the sessions were closed in the ledger (no bar, order or fill after)")
     detail: str | None = None
 
 

@@ -17,7 +17,6 @@ class PaperConfig(AppConfig):
 
         def stop_all_sessions(reason: str) -> HaltReport:
             report = sessions_stop(run_ids=None, reason=reason)
-            forced = f"; forced: {', '.join(report['forced'])}" if report["forced"] else ""
-            return HaltReport(subsystem="paper", stopped=report["stopped"], detail=f"paper sessions stopped{forced}")
+            return HaltReport(subsystem="paper", stopped=report["stopped"], detail="paper sessions stopped")
 
         register_halt_handler("paper", stop_all_sessions)

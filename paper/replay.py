@@ -373,7 +373,7 @@ def paper_replay(*, params: RunParams, request_id: str = "", signals: SignalFile
             progress.close()
     forced = PaperTradingRun.objects.filter(pk=run.pk, status__in=[RunStatus.ABORTED, RunStatus.FAILED]).values_list(
         "status", "status_reason").first()
-    if forced:  # a stop that gave up waiting already closed the row: its word stands
+    if forced:  # a stop (or a fault) closed the row already: its word stands
         status, reason = forced
     result = engine.result() if engine is not None else None
     if result is not None:

@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import Max
+from django.db.models import F, Max
 from django.utils import timezone
 
 from bots.models import Bot
@@ -285,6 +285,10 @@ class _SessionLoop:
         self.engine: Engine | None = None
         self.artifacts = RunArtifacts(settings.OUTPUTS_DIR / "paper_sessions", run.id)
         self.live_bars: Bars | None = None
+        self.config: BotConfig | None = None
+        self.warm: Bars | None = None
+        # Set when the ledger refused a bar the engine has run (a stop closed the run meanwhile).
+        self.ahead_of_ledger = False
 
     # frames ---------------------------------------------------------------------------------
     def emit(self, stage: str, message: str, extras: dict) -> None:
@@ -314,14 +318,13 @@ class _SessionLoop:
         try:
             snapshot = {k: run.config_snapshot[k] for k in ("strategy", "params", "symbols", "timeframe", "risk", "execution")}
             config = BotConfig.validate(**snapshot)
-            engine = self.engine = config.build_engine(starting_cash=run.starting_cash, seed=run.seed, symbol=run.symbol)
             warm, live = session_bars(run)
-            self.live_bars = live
-            engine.warmup(warm)
+            self.config, self.warm, self.live_bars = config, warm, live
             done = run.bars_processed
+            # A resumed session replays silently up to the ledger's checkpoint.
+            engine = self.engine = self._engine_at(done)
             self._artifacts_start(config, live)
             if done:
-                engine.extend(live.slice(0, done))  # silent replay up to the ledger's checkpoint
                 if not self._ledger_matches(engine):
                     return self.finish(RunStatus.ABORTED, f"{REASON_RESUME_MISMATCH}: replayed fills differ from the ledger")
                 self.session_frame("session.resumed", f"resumed at bar {done} of {len(live)}", bars_done=done)
@@ -329,7 +332,13 @@ class _SessionLoop:
                 self.session_frame("session.started",
                                    f"{live.label}, {len(live)} bars, pace {self.plan['pace']:g}",
                                    data_label=live.label, bars_total=len(live))
-            self.persist(bars_processed=done)
+            try:
+                self.persist(bars_processed=done)
+            except ledger.LeaseLost:
+                raise
+            except ledger.RunClosed:  # a stop closed it between the claim and this first write
+                return self.finish(RunStatus.ABORTED, ledger.run_heartbeat(run_id=self.run_id) or "run closed",
+                                   stopped=True)
             engine.on_event = self.emit
             return self.loop(engine, live, done)
         except _Handoff:
@@ -434,14 +443,17 @@ class _SessionLoop:
                     frame["lag_ms"] = round(lag_ms, 3)
             try:
                 self.persist(bars_processed=k + 1)
+            except ledger.LeaseLost:
+                raise
             except ledger.RunClosed:
+                self.ahead_of_ledger = True
                 stop_reason = ledger.run_heartbeat(run_id=self.run_id) or "run closed"
                 break
             if engine.status != "running":
                 break
         if stop_reason:
             engine.stop(stop_reason)
-            return self.finish(RunStatus.ABORTED, stop_reason)
+            return self.finish(RunStatus.ABORTED, stop_reason, stopped=True)
         if engine.status == HALTED:
             return self.finish(RunStatus.ABORTED, f"{REASON_RISK_HALT}: {engine.halt.message}")
         return self.finish(RunStatus.SUCCESS, REASON_COMPLETED)
@@ -476,8 +488,36 @@ class _SessionLoop:
         self.order_state = {o.client_order_id: (o.status, o.filled_qty) for o in engine.broker.orders}
         return True
 
-    def finish(self, status: str, reason: str, *, error_type: str = "", error_message: str = "") -> str:
+    def _engine_at(self, bars: int) -> Engine:
+        """A fresh engine warmed up and run silently through the first `bars` live bars."""
+        run = self.row
+        engine = self.config.build_engine(starting_cash=run.starting_cash, seed=run.seed, symbol=run.symbol)
+        engine.warmup(self.warm)
+        if bars:
+            engine.extend(self.live_bars.slice(0, bars))
+        return engine
+
+    def finish(self, status: str, reason: str, *, error_type: str = "", error_message: str = "",
+               stopped: bool = False) -> str:
+        """End the run as `status`, or, if a stop closed it already, write the session's epilogue."""
+        if not stopped:
+            # Ended by itself (completed, halted by its risk limits, failed) just as a stop closed
+            # the run: the stop's word stands, and the goodbye frame says what the ledger says.
+            closed = self.db_retry(lambda: PaperTradingRun.objects.filter(
+                pk=self.run_id, status=RunStatus.ABORTED, stop_requested__gt="").values_list(
+                "status", "status_reason").first(), note=False)
+            _close_connection()
+            if closed:
+                status, reason = closed
+                error_type = error_message = ""
         engine = self.engine
+        if engine is not None and self.ahead_of_ledger:
+            # The engine ran a bar the ledger refused: rebuild it at the ledger's last bar, so the
+            # epilogue (cancelled orders, metrics) describes what the ledger holds.
+            engine = self.engine = self._engine_at(engine.bars_processed - 1)
+            engine.on_event = self.emit
+            self.persisted_fills = len(engine.broker.fills)
+            self.order_state = {o.client_order_id: (o.status, o.filled_qty) for o in engine.broker.orders}
         if engine is not None and engine.status == "running" and status != RunStatus.SUCCESS:
             engine.stop(reason)
         stage = TERMINAL_STAGES[status]
@@ -499,7 +539,7 @@ class _SessionLoop:
                                                                error_message), note=False)
         _close_connection()
         frames_publish(self.run_id, frames)
-        # Artifacts last: the DB (what a stop waits for) and the frames come first.
+        # Artifacts last: the ledger and the frames come first.
         self._artifacts_finish(final, error_type, error_message)
         return final.status
 
@@ -625,44 +665,27 @@ def _fail_without_engine(run_id, status, reason, frames, error_type, error_messa
 # --- stopping -------------------------------------------------------------------------------------
 
 def sessions_stop(*, run_ids: list[str] | None, reason: str) -> dict:
-    """Stop these sessions (all active ones when None) and wait until they are terminal.
+    """Stop these sessions (all active ones when None): closed in the ledger at once, then woken.
 
-    Pushes the stop (sessions wake at once), waits up to PAPER_STOP_TIMEOUT_SECONDS, then
-    forces any session that did not acknowledge to aborted. Returns what stopped and how fast.
+    One transaction ends every one of them as aborted with `reason` (P&L as of its last
+    recorded bar). From its commit the ledger takes no further bar, order or fill from them:
+    that is the stop, and the time reported. Then the push wakes each session wherever it
+    runs, and it writes its epilogue into its closed row: its orders cancelled, its final
+    metrics and its goodbye frame (ledger.services.run_finish). A session whose worker is gone
+    is stopped all the same; it writes no epilogue.
     """
     started = time.perf_counter()
     with transaction.atomic():
         qs = PaperTradingRun.objects.select_for_update().filter(status__in=ACTIVE)
         if run_ids is not None:
             qs = qs.filter(pk__in=run_ids)
-        rows = list(qs.values_list("pk", "status"))
-        ids = [pk for pk, _ in rows]
-        now = timezone.now()
-        PaperTradingRun.objects.filter(pk__in=ids).update(stop_requested=reason[:200])
-        # Never started: nothing to unwind, so they end right here.
-        queued = [pk for pk, status in rows if status == RunStatus.QUEUED]
-        PaperTradingRun.objects.filter(pk__in=queued, status=RunStatus.QUEUED).update(
-            status=RunStatus.ABORTED, status_reason=reason[:200], ended_at=now)
-    halts.stop_push(ids, reason[:200])
-    deadline = time.perf_counter() + settings.PAPER_STOP_TIMEOUT_SECONDS
-    pending = set(ids) - set(queued)
-    while pending and time.perf_counter() < deadline:
-        pending &= set(PaperTradingRun.objects.filter(pk__in=pending, status__in=ACTIVE).values_list("pk", flat=True))
-        if pending:
-            time.sleep(0.005)
-    forced = sorted(pending)
-    if forced:
-        PaperTradingRun.objects.filter(pk__in=forced, status__in=ACTIVE).update(
-            status=RunStatus.ABORTED,
-            status_reason=f"{reason} (forced: no acknowledgement within {settings.PAPER_STOP_TIMEOUT_SECONDS:g} s)"[:200],
-            ended_at=timezone.now(),
+        ids = sorted(qs.values_list("pk", flat=True))
+        PaperTradingRun.objects.filter(pk__in=ids).update(
+            stop_requested=reason[:200], status=RunStatus.ABORTED, status_reason=reason[:200],
+            ended_at=timezone.now(), total_pnl=F("ending_equity") - F("starting_cash"), updated_at=timezone.now(),
         )
-    return {
-        "stopped": sorted(ids),
-        "count": len(ids),
-        "forced": forced,
-        "elapsed_ms": round((time.perf_counter() - started) * 1000, 2),
-    }
+    halts.stop_push(ids, reason[:200])
+    return {"stopped": ids, "count": len(ids), "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
 def session_stop(*, run_id: str, user=None) -> dict:
@@ -670,7 +693,7 @@ def session_stop(*, run_id: str, user=None) -> dict:
     if run is None:
         raise NotFound("run_not_found", f"no paper run {run_id!r}")
     if run.is_terminal:
-        return {"stopped": [], "count": 0, "forced": [], "elapsed_ms": 0.0,
+        return {"stopped": [], "count": 0, "elapsed_ms": 0.0,
                 "detail": f"run {run_id} already {run.status}"}
     who = getattr(user, "username", "") or "api"
     return sessions_stop(run_ids=[run_id], reason=f"{REASON_OPERATOR_STOP}: stopped by {who}")

@@ -84,7 +84,6 @@ def world(db, settings, eth_bars, keep_test_connection, quiet_request_log) -> Wo
     from paper.models import Bar
     from paper.tokens import api_token_create
 
-    settings.PAPER_STOP_TIMEOUT_SECONDS = 0.2
     user = User.objects.create_user("fuzz", is_staff=True)  # no password: hashing one costs 0.7 s
     auth, raw = api_token_create(user=user, name="fuzz")
     spare, _ = api_token_create(user=user, name="spare")

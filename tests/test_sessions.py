@@ -128,9 +128,75 @@ def test_stop_wakes_a_waiting_session_at_once(ready_bot):
     assert not worker.is_alive()
     run.refresh_from_db()
     assert run.status == "aborted" and run.status_reason == "operator_stop: test"
-    assert report["forced"] == [] and report["elapsed_ms"] < 1000
+    assert report["stopped"] == [run.id] and report["elapsed_ms"] < 1000
     assert PaperFrame.objects.filter(paper_run=run).last().stage == "session.stopped"
     assert PaperOrder.objects.filter(paper_run=run, status__in=["accepted", "partially_filled"]).count() == 0
+
+
+def test_a_stop_closes_the_run_in_the_ledger_at_once_with_no_session_to_hear_it(ready_bot):
+    run = start(ready_bot)
+    # Claimed and written up to bar 3 by a worker that has gone: nothing will acknowledge.
+    PaperTradingRun.objects.filter(pk=run.pk).update(status="running", bars_processed=3, ending_equity=100_250.0,
+                                                     worker_id="gone")
+    queued = start(ready_bot)
+    report = sessions_stop(run_ids=None, reason="kill_switch: drill")
+    assert sorted(report["stopped"]) == sorted([run.id, queued.id]) and report["count"] == 2
+    run.refresh_from_db()
+    assert (run.status, run.status_reason, run.stop_requested) == ("aborted", "kill_switch: drill", "kill_switch: drill")
+    assert run.ended_at is not None and run.total_pnl == 250.0
+    queued.refresh_from_db()
+    assert queued.status == "aborted" and queued.total_pnl is None  # it never traded
+    assert session_execute(queued.id) == "skipped"
+
+
+def _stop_when_persisting(monkeypatch, bar: int, *, after: bool, reason: str) -> None:
+    """Close the run through sessions_stop just before (or just after) the write of `bar`."""
+    import paper.sessions as sessions
+
+    real = sessions.ledger.session_bar_persist
+
+    def persist(**kw):
+        if kw["bars_processed"] == bar and not after:
+            sessions_stop(run_ids=[kw["run_id"]], reason=reason)
+        out = real(**kw)
+        if kw["bars_processed"] == bar and after:
+            sessions_stop(run_ids=[kw["run_id"]], reason=reason)
+        return out
+
+    monkeypatch.setattr(sessions.ledger, "session_bar_persist", persist)
+
+
+def _assert_epilogue_matches_the_ledger(run, bars: int, reason: str) -> None:
+    run.refresh_from_db()
+    assert (run.status, run.status_reason, run.bars_processed) == ("aborted", reason, bars)
+    fills = PaperFill.objects.filter(paper_run=run).count()
+    assert run.num_fills == fills == run.metrics["num_fills"] and run.metrics["bars"] == bars
+    last_point = PaperEquityPoint.objects.filter(paper_run=run).order_by("bar_index").last()
+    assert PaperEquityPoint.objects.filter(paper_run=run).count() == bars
+    assert run.ending_equity == run.metrics["final_equity"] == pytest.approx(last_point.equity)
+    assert run.total_pnl == pytest.approx(run.ending_equity - run.starting_cash)
+    assert not PaperOrder.objects.filter(paper_run=run, status__in=["accepted", "partially_filled"]).exists()
+    stages = list(PaperFrame.objects.filter(paper_run=run).order_by("seq").values_list("stage", flat=True))
+    assert stages.count("equity.update") == bars and stages[-1] == "session.stopped"
+    goodbye = PaperFrame.objects.filter(paper_run=run).order_by("seq").last().payload
+    assert goodbye["status"] == "aborted" and goodbye["status_reason"] == reason
+
+
+def test_a_stop_landing_mid_bar_keeps_the_ledger_as_of_the_last_bar_and_the_epilogue_agrees(
+        ready_bot, monkeypatch):
+    run = start(ready_bot)
+    _stop_when_persisting(monkeypatch, 40, after=False, reason="kill_switch: mid-bar")
+    # The engine ran bar 40 but the ledger refused it: the session rebuilds its engine at bar 39
+    # so the cancelled orders and the metrics it writes are those of the ledger's 39 bars.
+    assert session_execute(run.id) == "aborted"
+    _assert_epilogue_matches_the_ledger(run, 39, "kill_switch: mid-bar")
+
+
+def test_a_session_ending_by_itself_as_a_stop_closes_it_says_what_the_ledger_says(ready_bot, monkeypatch):
+    run = start(ready_bot)
+    _stop_when_persisting(monkeypatch, 60, after=True, reason="operator_stop: late")
+    assert session_execute(run.id) == "aborted"
+    _assert_epilogue_matches_the_ledger(run, 60, "operator_stop: late")
 
 
 def test_a_killed_worker_resumes_from_the_ledger_without_losing_or_duplicating_fills(ready_bot, monkeypatch):
