@@ -188,6 +188,8 @@ def paper_get(request: HttpRequest, run_id: RunId):
 
 @router.post("/paper/{run_id}/stop", response=responses(StopOut, CSRF, 404, 422))
 def paper_stop(request: HttpRequest, run_id: RunId):
+    """Stop a session. When this answers it is closed in the ledger (aborted: no bar, order or fill of
+    it accepted after); the session then writes its cancelled orders, metrics and goodbye frame."""
     return session_stop(run_id=run_id, user=auth_user(request))
 
 

@@ -65,7 +65,8 @@ def _state() -> dict:
 def kill_switch_post(request: HttpRequest, payload: HaltIn | None = None):
     """Latch, then stop everything every registered subsystem runs; new sessions get 423 until re-armed.
 
-    Any authenticated user may fire it."""
+    It answers once every session is closed in the ledger (no bar, order or fill of theirs accepted
+    after); their goodbye frames follow as they wake. Any authenticated user may fire it."""
     user = auth_user(request)
     reason = (payload.reason if payload else None) or f"kill switch fired by {user.username}"
     return kill_switch_fire(reason=reason, user=user)
