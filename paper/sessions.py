@@ -745,6 +745,11 @@ def sessions_reconcile(*, now: datetime | None = None) -> dict:
       aborted with reason `worker_lost`.
     - queued longer than PAPER_REQUEUE_AFTER_SECONDS: its message may be gone (Redis
       restarted without persistence). Enqueue it again; a duplicate is skipped at claim.
+    - closed by a stop more than PAPER_RESUME_AFTER_SECONDS ago (within the last day) and still
+      without its epilogue: no worker ran it when the stop came. Its goodbye frame says so
+      (incident `no_epilogue`: the ledger as of its last bar stands, nothing was cancelled or
+      measured by the session) and its folder is written from the ledger, so the runbook shows
+      it aborted rather than running.
 
     Every worker process runs this every PAPER_RECONCILE_SECONDS (paper.worker); each change
     is a conditional update under the row lock, so concurrent reconcilers do each thing once.
@@ -754,7 +759,7 @@ def sessions_reconcile(*, now: datetime | None = None) -> dict:
     now = now or timezone.now()
     resume_after = timedelta(seconds=settings.PAPER_RESUME_AFTER_SECONDS)
     stale_after = settings.PAPER_STALE_SECONDS
-    report: dict[str, list[str]] = {"resumed": [], "aborted": [], "requeued": []}
+    report: dict[str, list[str]] = {"resumed": [], "aborted": [], "requeued": [], "closed": []}
     stale = PaperTradingRun.objects.filter(mode="live", status=RunStatus.RUNNING, updated_at__lt=now - resume_after)
     for pk, seen in stale.values_list("pk", "updated_at"):
         with transaction.atomic():
@@ -792,9 +797,44 @@ def sessions_reconcile(*, now: datetime | None = None) -> dict:
         if PaperTradingRun.objects.filter(pk=pk, status=RunStatus.QUEUED, updated_at=seen).update(updated_at=now):
             report["requeued"].append(pk)
             _enqueue_quietly(pk)
+    report["closed"] = _goodbye_for_unanswered_stops(now=now, after=resume_after)
     if any(report.values()):
         log.warning("reconcile: %s", {k: v for k, v in report.items() if v})
     return report
+
+
+NO_EPILOGUE = "no_epilogue"
+
+
+def _goodbye_for_unanswered_stops(*, now: datetime, after: timedelta) -> list[str]:
+    from django.db.models import Exists, OuterRef
+
+    from ledger.models import PaperFrame
+
+    goodbye = TERMINAL_STAGES[RunStatus.ABORTED]
+    said = PaperFrame.objects.filter(paper_run_id=OuterRef("pk"), stage=goodbye)
+    unanswered = (PaperTradingRun.objects
+                  .filter(mode="live", status=RunStatus.ABORTED, started_at__isnull=False, metrics={},
+                          ended_at__lt=now - after, ended_at__gte=now - timedelta(days=1))
+                  .exclude(stop_requested="").exclude(Exists(said)))
+    closed = []
+    for pk in unanswered.values_list("pk", flat=True):
+        with transaction.atomic():
+            run = PaperTradingRun.objects.select_for_update().filter(pk=pk, metrics={}).first()
+            if run is None or PaperFrame.objects.filter(paper_run_id=pk, stage=goodbye).exists():
+                continue  # its epilogue came meanwhile, or another reconciler got there first
+            reason = run.status_reason
+            ledger.frames_record(run=run, frames=[{
+                "task_id": pk, "stage": goodbye, "timestamp": now.isoformat(), "seq": ledger.frame_next_seq(pk),
+                "message": (f"session aborted: {reason}; no worker was running it, so the ledger as of bar "
+                            f"{run.bars_processed} stands (nothing cancelled or measured by the session)"),
+                "status": RunStatus.ABORTED, "status_reason": reason, "incident": NO_EPILOGUE,
+                "equity": run.ending_equity if run.ending_equity is not None else run.starting_cash,
+                "bars_done": run.bars_processed,
+            }])
+            closed.append(pk)
+            transaction.on_commit(lambda pk=pk: _artifacts_later(pk))
+    return closed
 
 
 def sessions_resume_orphans() -> list[str]:

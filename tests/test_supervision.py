@@ -100,7 +100,7 @@ def test_the_reconciler_resumes_a_session_whose_worker_died(ready_bot, stub_brok
     die_after(monkeypatch, 25)
     with pytest.raises(SystemExit):
         session_execute(run.id, worker_id="dead")
-    assert sessions_reconcile() == {"resumed": [], "aborted": [], "requeued": []}  # heartbeat still fresh
+    assert sessions_reconcile() == {"resumed": [], "aborted": [], "requeued": [], "closed": []}  # fresh
     age(run, 20)
     assert sessions_reconcile()["resumed"] == [run.id]
     assert queued_ids(stub_broker) == [run.id]
@@ -147,6 +147,39 @@ def test_a_session_silent_for_too_long_is_aborted_not_resumed(ready_bot, stub_br
     assert sessions_reconcile()["aborted"] == [run.id]
     run.refresh_from_db()
     assert run.status == "aborted" and run.status_reason.startswith("worker_lost: no heartbeat since ")
+
+
+def test_a_session_stopped_while_no_worker_ran_it_gets_its_goodbye_and_its_folder(
+        ready_bot, stub_broker, monkeypatch, settings):
+    from paper.runbook import alerts, sessions_scan
+    from paper.sessions import session_artifacts_write, sessions_stop
+
+    run = start(ready_bot)
+    stub_broker.flush_all()
+    die_after(monkeypatch, 25)
+    with pytest.raises(SystemExit):
+        session_execute(run.id, worker_id="dead")
+    assert sessions_stop(run_ids=[run.id], reason="kill_switch: drill")["stopped"] == [run.id]
+    assert sessions_reconcile()["closed"] == []  # a live session would be writing its epilogue now
+    PaperTradingRun.objects.filter(pk=run.pk).update(
+        ended_at=timezone.now() - timedelta(seconds=settings.PAPER_RESUME_AFTER_SECONDS + 1))
+    assert sessions_reconcile()["closed"] == [run.id]
+    assert sessions_reconcile()["closed"] == []  # once
+    run.refresh_from_db()
+    assert (run.status, run.status_reason, run.bars_processed) == ("aborted", "kill_switch: drill", 25)
+    goodbye = PaperFrame.objects.filter(paper_run=run).order_by("seq").last()
+    assert goodbye.stage == "session.stopped" and goodbye.payload["incident"] == "no_epilogue"
+    assert "ledger as of bar 25 stands" in goodbye.message and goodbye.payload["status_reason"] == "kill_switch: drill"
+    seqs = list(PaperFrame.objects.filter(paper_run=run).order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, len(seqs) + 1))
+    # Its folder was left saying "running"; the queued writer makes it say what the ledger says.
+    root = settings.OUTPUTS_DIR / "paper_sessions"
+    [message] = [dramatiq.Message.decode(m) for m in stub_broker.queues["paper"].queue]
+    assert message.actor_name == "write_session_artifacts" and message.args == (run.id,)
+    assert [r.status for r in sessions_scan(root) if r.session_id == run.id] == ["running"]
+    session_artifacts_write(run_id=run.id)
+    [alert] = [a for a in alerts(root, now=timezone.now())["alerts"] if a["session_id"] == run.id]
+    assert alert["status"] == "aborted" and alert["message"] == "aborted: kill_switch: drill"
 
 
 def test_a_queued_session_whose_message_was_lost_is_enqueued_again(ready_bot, stub_broker, settings):
