@@ -770,9 +770,7 @@ def sessions_reconcile(*, now: datetime | None = None) -> dict:
             age = (now - seen).total_seconds()
             lost = PaperFrame.objects.filter(paper_run_id=pk, stage=WORKER_LOST_STAGE).count()
             holder = run.worker_id or "no worker"
-            frame = {"task_id": pk, "timestamp": now.isoformat(), "seq": ledger.frame_next_seq(pk),
-                     "equity": run.ending_equity if run.ending_equity is not None else run.starting_cash,
-                     "bars_done": run.bars_processed, "incident": REASON_WORKER_LOST}
+            frame = _reconciler_frame(run, now=now, incident=REASON_WORKER_LOST)
             if age > stale_after or lost >= settings.PAPER_MAX_RESUMES:
                 why = (f"no heartbeat since {seen:%Y-%m-%d %H:%M:%S} UTC" if age > stale_after
                        else f"worker lost again after {lost} resumes")
@@ -806,6 +804,12 @@ def sessions_reconcile(*, now: datetime | None = None) -> dict:
 NO_EPILOGUE = "no_epilogue"
 
 
+def _reconciler_frame(run: PaperTradingRun, *, now: datetime, incident: str) -> dict:
+    """The envelope of a frame the reconciler writes for a run (call with the run row locked)."""
+    return {"task_id": run.pk, "timestamp": now.isoformat(), "seq": ledger.frame_next_seq(run.pk),
+            "equity": run.equity, "bars_done": run.bars_processed, "incident": incident}
+
+
 def _goodbye_for_unanswered_stops(*, now: datetime, after: timedelta) -> list[str]:
     from django.db.models import Exists, OuterRef
 
@@ -825,12 +829,10 @@ def _goodbye_for_unanswered_stops(*, now: datetime, after: timedelta) -> list[st
                 continue  # its epilogue came meanwhile, or another reconciler got there first
             reason = run.status_reason
             ledger.frames_record(run=run, frames=[{
-                "task_id": pk, "stage": goodbye, "timestamp": now.isoformat(), "seq": ledger.frame_next_seq(pk),
+                **_reconciler_frame(run, now=now, incident=NO_EPILOGUE), "stage": goodbye,
                 "message": (f"session aborted: {reason}; no worker was running it, so the ledger as of bar "
                             f"{run.bars_processed} stands (nothing cancelled or measured by the session)"),
-                "status": RunStatus.ABORTED, "status_reason": reason, "incident": NO_EPILOGUE,
-                "equity": run.ending_equity if run.ending_equity is not None else run.starting_cash,
-                "bars_done": run.bars_processed,
+                "status": RunStatus.ABORTED, "status_reason": reason,
             }])
             closed.append(pk)
             transaction.on_commit(lambda pk=pk: _artifacts_later(pk))
