@@ -50,6 +50,9 @@ MIDDLEWARE = [
     "config.middleware.DependencyUnavailableMiddleware",
 ]
 
+# A refused HTMX POST says why in the dashboard's error fragment (any other request: Django's page).
+CSRF_FAILURE_VIEW = "paper.views.csrf_failure"
+
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
 ASGI_APPLICATION = "config.asgi.application"

@@ -15,6 +15,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.http import require_GET, require_POST
 
 from bots.selectors import bot_list
@@ -100,6 +101,18 @@ def not_found(request: HttpRequest, message: str) -> HttpResponse:
     if is_htmx(request):
         return render(request, "dashboard/error_fragment.html", {"message": message}, status=404)
     return page(request, "dashboard/not_found.html", {"message": message}, status=404)
+
+
+CSRF_REFUSED = ("The server refused the request: the page's security token (CSRF) is missing or stale. "
+                "Reload the page and try again.")
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """settings.CSRF_FAILURE_VIEW. An HTMX request gets the reason as the error fragment the
+    dashboard shows at the top of the page; any other request (a plain form, the admin) Django's page."""
+    if is_htmx(request):
+        return render(request, "dashboard/error_fragment.html", {"message": CSRF_REFUSED}, status=403)
+    return django_csrf_failure(request, reason=reason)
 
 
 def _run_or_none(run_id: str) -> PaperTradingRun | None:

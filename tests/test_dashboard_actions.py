@@ -63,9 +63,18 @@ def test_a_post_without_the_csrf_token_is_refused(csrf_browser, demo_bot):
     for url in ("/ui/kill-switch/", "/ui/kill-switch/rearm/", f"/ui/sessions/{run.id}/stop/",
                 f"/ui/bots/{demo_bot.pk}/paper/", f"/ui/bots/{demo_bot.pk}/backtest/", "/ui/bots/new/",
                 "/ui/logout/"):
-        assert csrf_browser.post(url, **HTMX).status_code == 403, url
+        refused = csrf_browser.post(url, **HTMX)
+        assert refused.status_code == 403, url
+        # the reason, in the fragment the dashboard shows at the top of the page (app.js)
+        assert refused.content.decode().strip() == (
+            '<p class="error" role="alert">The server refused the request: the page&#x27;s security token (CSRF) '
+            'is missing or stale. Reload the page and try again.</p>'), url
     assert not _latched()
     assert PaperTradingRun.objects.get(pk=run.pk).status == "queued"
+    # a plain form POST (no HTMX) and the admin keep Django's own page
+    plain = csrf_browser.post("/ui/kill-switch/")
+    assert plain.status_code == 403 and b"CSRF verification failed" in plain.content
+    assert not _latched()
 
 
 # --- the kill switch -------------------------------------------------------------------------------

@@ -13,11 +13,26 @@
     flash.timer = setTimeout(function () { box.hidden = true; }, 10000);
   }
 
+  // The server's own reason, where it sent one: the error fragment's role=alert text (a refused
+  // re-arm, a stale CSRF token, a stop that could not be done all answer with one).
+  function reasonOf(xhr) {
+    const type = xhr.getResponseHeader("Content-Type") || "";
+    const body = xhr.responseText || "";
+    if (type.indexOf("text/html") !== 0 || !body || body.length > 8192) return null;
+    const alert = new DOMParser().parseFromString(body, "text/html").querySelector("[role=alert]");
+    const text = alert ? alert.textContent.trim() : "";
+    return text || null;
+  }
+
   document.addEventListener("htmx:responseError", function (event) {
-    const status = event.detail.xhr.status;
-    const what = status === 403
-      ? "The server refused the request (403): the page's security token is stale. Reload the page and try again."
-      : "The server could not complete the request (" + status + "). Try again; if it persists, check the server log.";
+    const xhr = event.detail.xhr;
+    const status = xhr.status;
+    const reason = reasonOf(xhr);
+    const what = reason
+      ? reason + " (" + status + ")"
+      : status === 403
+        ? "The server refused the request (403)."
+        : "The server could not complete the request (" + status + "). Try again; if it persists, check the server log.";
     flash(what);
   });
   document.addEventListener("htmx:sendError", function () {

@@ -115,4 +115,15 @@ def test_a_post_without_the_csrf_token_is_refused(stack_server, browser):
     response = context.request.post(stack_server.url + "/ui/kill-switch/", headers={"HX-Request": "true"})
     assert response.status == 403
     assert "latched-banner" not in context.new_page().goto(stack_server.url + "/").text()
+
+    # a page whose token has gone stale: the kill switch is refused and the page says why
+    page.on("dialog", lambda d: d.accept())
+    page.goto(stack_server.url + "/")
+    page.evaluate("""() => document.body.setAttribute("hx-headers", '{"X-CSRFToken": "stale-token"}')""")
+    page.click("button.btn-kill")
+    page.wait_for_selector("#flash:not([hidden])")
+    assert page.locator("#flash").inner_text() == (
+        "The server refused the request: the page's security token (CSRF) is missing or stale. "
+        "Reload the page and try again. (403)")
+    assert page.locator(".latched-banner").count() == 0
     context.close()
