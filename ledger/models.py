@@ -29,8 +29,10 @@ TERMINAL_STATUSES = (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.ABORTED)
 
 class PaperTradingRun(models.Model):
     id = models.CharField(primary_key=True, max_length=40, default=new_run_id, editable=False)
-    bot = models.ForeignKey("bots.Bot", on_delete=models.PROTECT, related_name="paper_runs")
-    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)
+    # bot and status have no index of their own: paper_runs_bot_created and paper_runs_status_created
+    # start with them (and serve every query by bot or status).
+    bot = models.ForeignKey("bots.Bot", on_delete=models.PROTECT, related_name="paper_runs", db_index=False)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     status_reason = models.CharField(max_length=200, blank=True, default="")
     total_pnl = models.FloatField(null=True)
     num_fills = models.PositiveIntegerField(default=0)
@@ -98,7 +100,8 @@ class PaperTradingRun(models.Model):
 
 
 class PaperOrder(models.Model):
-    paper_run = models.ForeignKey(PaperTradingRun, on_delete=models.CASCADE, related_name="orders")
+    # No index of its own: uniq_order_per_run starts with it (as for the fills, equity points and frames).
+    paper_run = models.ForeignKey(PaperTradingRun, on_delete=models.CASCADE, related_name="orders", db_index=False)
     order_id = models.CharField(max_length=64, help_text="client order id, unique per run")
     symbol = models.CharField(max_length=32)
     side = models.CharField(max_length=4)
@@ -156,7 +159,8 @@ class PaperFill(models.Model):
 
 
 class PaperEquityPoint(models.Model):
-    paper_run = models.ForeignKey(PaperTradingRun, on_delete=models.CASCADE, related_name="equity_points")
+    paper_run = models.ForeignKey(PaperTradingRun, on_delete=models.CASCADE, related_name="equity_points",
+                                  db_index=False)  # uniq_equity_point_per_run starts with it
     bar_index = models.IntegerField()
     ts = models.DateTimeField()
     equity = models.FloatField()
@@ -177,7 +181,8 @@ class PaperEquityPoint(models.Model):
 class PaperFrame(models.Model):
     """A stage frame as sent on ws/paper/<id>, kept so late clients get the recent ones first."""
 
-    paper_run = models.ForeignKey(PaperTradingRun, on_delete=models.CASCADE, related_name="frames")
+    paper_run = models.ForeignKey(PaperTradingRun, on_delete=models.CASCADE, related_name="frames",
+                                  db_index=False)  # uniq_frame_seq_per_run starts with it
     seq = models.PositiveIntegerField(help_text="1, 2, 3 ... per run")
     stage = models.CharField(max_length=32, db_index=True)
     message = models.CharField(max_length=300)

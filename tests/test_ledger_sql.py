@@ -66,3 +66,23 @@ def test_a_fill_cannot_be_recorded_twice(persisted_run):
                                  qty=1, price=1, fee=0, liquidity="taker", bar_index=0, filled_at=f.filled_at)
     run_persist(run=run, result=result, status="success", status_reason="completed")
     assert PaperFill.objects.filter(paper_run=run).count() == result.num_fills
+
+
+def _index_columns(table: str) -> dict[str, tuple[str, ...]]:
+    """Every index on `table` (unique constraints and the primary key included) by name: its columns."""
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, table)
+    return {name: tuple(c["columns"]) for name, c in constraints.items()
+            if (c["index"] or c["unique"] or c["primary_key"]) and c["columns"]}
+
+
+@pytest.mark.parametrize("table", ["paper_trading_runs", "paper_orders", "paper_fills", "paper_equity_points",
+                                   "paper_frames"])
+def test_no_ledger_index_is_covered_by_another(table):
+    """Every index costs each write of a row (a run writes orders, fills, an equity point and frames
+    every bar): a single-column index that is the leading column of a wider one only costs. Django
+    gives each foreign key one (two on PostgreSQL, with its _like twin) unless told not to."""
+    indexes = _index_columns(table)
+    covered = sorted(name for name, cols in indexes.items() if len(cols) == 1
+                     and any(len(other) > 1 and other[0] == cols[0] for other in indexes.values()))
+    assert covered == [], f"{table}: {covered} are covered by a wider index ({indexes})"
