@@ -100,6 +100,18 @@ def run_fills(*, run: PaperTradingRun | str) -> QuerySet[PaperFill]:
     return PaperFill.objects.filter(paper_run=run).order_by("filled_at", "id")
 
 
+def run_engine_fills(*, run: PaperTradingRun | str) -> list:
+    """A run's recorded fills as the engine's Fill objects (for its metrics and reports), by fill id."""
+    from paper.engine.orders import Fill, Liquidity, Side
+
+    return [
+        Fill(fill_id=f.fill_id, client_order_id=f.order_id, symbol=f.symbol, side=Side(f.side), qty=f.qty,
+             price=f.price, fee=f.fee, ts=int(f.filled_at.timestamp()), bar_index=f.bar_index,
+             liquidity=Liquidity(f.liquidity))
+        for f in PaperFill.objects.filter(paper_run=run).order_by("fill_id")
+    ]
+
+
 @dataclass(frozen=True)
 class Counted:
     """Rows to page, with a cheaper query of their count than COUNT(*) over them.

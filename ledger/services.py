@@ -5,15 +5,19 @@ Every write is one transaction and idempotent: fills are unique per (run, fill i
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import numpy as np
 from django.db import connection, transaction
 from django.utils import timezone
 
 from ledger.models import PaperEquityPoint, PaperFill, PaperOrder, PaperTradingRun, RunStatus
 from paper.engine.engine import RunResult
 from paper.engine.orders import Fill, Order
+
+log = logging.getLogger(__name__)
 
 
 def _dt(ts: int) -> datetime:
@@ -366,6 +370,42 @@ def _awaits_epilogue(run: PaperTradingRun, worker_id: str | None, result: RunRes
     return (run.status == RunStatus.ABORTED and bool(run.stop_requested) and not run.metrics
             and (worker_id is None or run.worker_id == worker_id)
             and len(result.equity) == run.bars_processed and not new_fills)
+
+
+def run_close_from_ledger(*, run: PaperTradingRun) -> int:
+    """The epilogue of a run no session will finish (stopped or lost with no worker running it):
+    what its session would have written at its end, from what the ledger holds.
+
+    Its open orders are canceled (reason "run stopped: <the run's reason>", at its last recorded
+    bar, as the engine's stop cancels them) and its metrics are measured from its equity points
+    and fills by the engine's own compute_metrics. Call with the terminal run's row locked; a run
+    that already has metrics (its session wrote its epilogue) is left as it is. Returns the
+    number of orders canceled.
+    """
+    from ledger.selectors import run_engine_fills
+    from paper.engine.metrics import compute_metrics
+    from paper.engine.orders import OrderStatus
+
+    if run.metrics:
+        return 0
+    points = list(PaperEquityPoint.objects.filter(paper_run=run).order_by("bar_index")
+                  .values_list("ts", "equity", "position"))
+    at = points[-1][0] if points else (run.ended_at or timezone.now())
+    canceled = PaperOrder.objects.filter(
+        paper_run=run, status__in=[s for s in OrderStatus if s.is_open],
+    ).update(status=str(OrderStatus.CANCELED), reason=f"run stopped: {run.status_reason}"[:300], updated_at=at)
+    try:
+        run.metrics = compute_metrics(
+            equity=np.array([e for _, e, _ in points], dtype=np.float64),
+            ts=np.array([int(t.timestamp()) for t, _, _ in points], dtype=np.int64),
+            timeframe=run.timeframe, starting_cash=run.starting_cash, fills=run_engine_fills(run=run),
+            position=np.array([q for _, _, q in points], dtype=np.float64),
+        )
+    except ValueError as exc:  # a ledger the engine would not have written (NaN equity): say so, unmeasured
+        log.warning("run %s: no metrics from its ledger: %s", run.pk, exc)
+        return canceled
+    run.save(update_fields=["metrics", "updated_at"])
+    return canceled
 
 
 def run_finish(

@@ -24,6 +24,7 @@ from django.utils import timezone
 from bots.models import Bot
 from bots.services import paper_gate_check
 from config.errors import AppError, Conflict, NotFound
+from ledger import selectors as ledger_selectors
 from ledger import services as ledger
 from ledger.models import PaperFill, PaperFrame, PaperTradingRun, RunStatus
 from paper import artifact_contract, halts
@@ -636,14 +637,7 @@ class _LedgerResult:
 
     @classmethod
     def load(cls, run: PaperTradingRun) -> _LedgerResult:
-        from paper.engine.orders import Fill, Liquidity, Side
-
-        fills = [
-            Fill(fill_id=f.fill_id, client_order_id=f.order_id, symbol=f.symbol, side=Side(f.side), qty=f.qty,
-                 price=f.price, fee=f.fee, ts=int(f.filled_at.timestamp()), bar_index=f.bar_index,
-                 liquidity=Liquidity(f.liquidity))
-            for f in PaperFill.objects.filter(paper_run=run).order_by("fill_id")
-        ]
+        fills = ledger_selectors.run_engine_fills(run=run)
         points = list(run.equity_points.order_by("bar_index").values_list("ts", "equity"))
         ts = np.array([int(t.timestamp()) for t, _ in points], dtype=np.int64)
         equity = np.array([e for _, e in points], dtype=np.float64)
@@ -706,12 +700,16 @@ def sessions_sweep_stale(*, stale_seconds: float | None = None) -> list[str]:
     stale = list(PaperTradingRun.objects.filter(status=RunStatus.RUNNING, updated_at__lt=cutoff).values_list("pk", "updated_at"))
     swept = []
     for pk, seen in stale:
-        n = PaperTradingRun.objects.filter(pk=pk, status=RunStatus.RUNNING, updated_at=seen).update(
-            status=RunStatus.ABORTED,
-            status_reason=f"{REASON_WORKER_LOST}: no heartbeat since {seen:%Y-%m-%d %H:%M:%S} UTC",
-            ended_at=timezone.now(),
-        )
-        if n:
+        with transaction.atomic():
+            run = PaperTradingRun.objects.select_for_update().filter(
+                pk=pk, status=RunStatus.RUNNING, updated_at=seen).first()
+            if run is None:
+                continue  # it moved on
+            run.status = RunStatus.ABORTED
+            run.status_reason = f"{REASON_WORKER_LOST}: no heartbeat since {seen:%Y-%m-%d %H:%M:%S} UTC"
+            run.ended_at = timezone.now()
+            run.save(update_fields=["status", "status_reason", "ended_at", "updated_at"])
+            ledger.run_close_from_ledger(run=run)
             swept.append(pk)
     return swept
 
@@ -747,9 +745,10 @@ def sessions_reconcile(*, now: datetime | None = None) -> dict:
       restarted without persistence). Enqueue it again; a duplicate is skipped at claim.
     - closed by a stop more than PAPER_RESUME_AFTER_SECONDS ago (within the last day) and still
       without its epilogue: no worker ran it when the stop came. Its goodbye frame says so
-      (incident `no_epilogue`: the ledger as of its last bar stands, nothing was cancelled or
-      measured by the session) and its folder is written from the ledger, so the runbook shows
-      it aborted rather than running.
+      (incident `no_epilogue`: the ledger as of its last bar stands), its open orders are
+      canceled and its metrics measured from the ledger (ledger.services.run_close_from_ledger),
+      and its folder is written from the ledger, so the runbook shows it aborted rather than
+      running. A session aborted as `worker_lost` gets the same epilogue.
 
     Every worker process runs this every PAPER_RECONCILE_SECONDS (paper.worker); each change
     is a conditional update under the row lock, so concurrent reconcilers do each thing once.
@@ -780,6 +779,8 @@ def sessions_reconcile(*, now: datetime | None = None) -> dict:
                                                        "status": RunStatus.ABORTED, "status_reason": reason}])
                 PaperTradingRun.objects.filter(pk=pk).update(status=RunStatus.ABORTED, status_reason=reason[:200],
                                                              ended_at=now, worker_id="")
+                run.refresh_from_db()
+                ledger.run_close_from_ledger(run=run)
                 report["aborted"].append(pk)
                 transaction.on_commit(lambda pk=pk: _artifacts_later(pk))
             else:
@@ -828,10 +829,12 @@ def _goodbye_for_unanswered_stops(*, now: datetime, after: timedelta) -> list[st
             if run is None or PaperFrame.objects.filter(paper_run_id=pk, stage=goodbye).exists():
                 continue  # its epilogue came meanwhile, or another reconciler got there first
             reason = run.status_reason
+            canceled = ledger.run_close_from_ledger(run=run)
             ledger.frames_record(run=run, frames=[{
                 **_reconciler_frame(run, now=now, incident=NO_EPILOGUE), "stage": goodbye,
                 "message": (f"session aborted: {reason}; no worker was running it, so the ledger as of bar "
-                            f"{run.bars_processed} stands (nothing cancelled or measured by the session)"),
+                            f"{run.bars_processed} stands: {canceled} open order(s) canceled and its metrics "
+                            "measured from the ledger"),
                 "status": RunStatus.ABORTED, "status_reason": reason,
             }])
             closed.append(pk)

@@ -242,6 +242,7 @@ def test_a_stale_session_is_swept_as_aborted(ready_bot):
     assert sessions_sweep_stale(stale_seconds=120) == [run.id]
     run.refresh_from_db()
     assert run.status == "aborted" and run.status_reason.startswith("worker_lost")
+    assert run.metrics["bars"] == 0  # measured from its (empty) ledger: no session will write them
 
 
 def test_a_live_session_writes_the_runbook_folder(ready_bot, settings):

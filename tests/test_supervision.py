@@ -16,9 +16,10 @@ from django.utils import timezone
 
 from bots.services import backtest_run, bot_create
 from ledger import services as ledger
-from ledger.models import PaperFill, PaperFrame, PaperTradingRun
+from ledger.models import PaperFill, PaperFrame, PaperOrder, PaperTradingRun
 from paper import halts
 from paper.sessions import SessionRequest, session_execute, session_start, sessions_reconcile
+from tests.test_sessions import _stop_when_persisting
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,6 +41,15 @@ def start(bot, **kw):
 
 def fills(run) -> list[tuple]:
     return list(PaperFill.objects.filter(paper_run=run).order_by("fill_id").values_list("fill_id", "qty", "price"))
+
+
+def orders(run) -> list[tuple]:
+    return list(PaperOrder.objects.filter(paper_run=run).order_by("order_id")
+                .values_list("order_id", "status", "filled_qty", "reason", "updated_at"))
+
+
+def open_orders(run) -> list[str]:
+    return [o[0] for o in orders(run) if o[1] in ("new", "accepted", "partially_filled")]
 
 
 def stages(run) -> list[str]:
@@ -140,13 +150,21 @@ def test_a_session_that_keeps_losing_its_worker_ends_aborted_with_the_reason(rea
     assert stages(run) == ["session.worker_lost", "session.worker_lost", "session.stopped"]
 
 
-def test_a_session_silent_for_too_long_is_aborted_not_resumed(ready_bot, stub_broker, settings):
+def test_a_session_silent_for_too_long_is_aborted_not_resumed(ready_bot, stub_broker, monkeypatch, settings):
     run = start(ready_bot)
-    PaperTradingRun.objects.filter(pk=run.pk).update(status="running", worker_id="w")
+    die_after(monkeypatch, 9)  # with its first order working
+    with pytest.raises(SystemExit):
+        session_execute(run.id, worker_id="dead")
+    assert open_orders(run) != []
     age(run, settings.PAPER_STALE_SECONDS + 5)
     assert sessions_reconcile()["aborted"] == [run.id]
     run.refresh_from_db()
     assert run.status == "aborted" and run.status_reason.startswith("worker_lost: no heartbeat since ")
+    # the epilogue no session will write: its orders canceled, its metrics from the ledger
+    assert open_orders(run) == [] and run.metrics["bars"] == 9 and run.metrics["num_fills"] == run.num_fills
+    assert run.metrics["final_equity"] == pytest.approx(run.ending_equity)
+    [canceled] = [o for o in orders(run) if o[1] == "canceled"]
+    assert canceled[3] == f"run stopped: {run.status_reason}"
 
 
 def test_a_session_stopped_while_no_worker_ran_it_gets_its_goodbye_and_its_folder(
@@ -156,20 +174,22 @@ def test_a_session_stopped_while_no_worker_ran_it_gets_its_goodbye_and_its_folde
 
     run = start(ready_bot)
     stub_broker.flush_all()
-    die_after(monkeypatch, 25)
+    die_after(monkeypatch, 9)  # its first order is working then
     with pytest.raises(SystemExit):
         session_execute(run.id, worker_id="dead")
     assert sessions_stop(run_ids=[run.id], reason="kill_switch: drill")["stopped"] == [run.id]
     assert sessions_reconcile()["closed"] == []  # a live session would be writing its epilogue now
     PaperTradingRun.objects.filter(pk=run.pk).update(
         ended_at=timezone.now() - timedelta(seconds=settings.PAPER_RESUME_AFTER_SECONDS + 1))
+    assert open_orders(run) != []  # its worker died with an order working
     assert sessions_reconcile()["closed"] == [run.id]
     assert sessions_reconcile()["closed"] == []  # once
     run.refresh_from_db()
-    assert (run.status, run.status_reason, run.bars_processed) == ("aborted", "kill_switch: drill", 25)
+    assert (run.status, run.status_reason, run.bars_processed) == ("aborted", "kill_switch: drill", 9)
     goodbye = PaperFrame.objects.filter(paper_run=run).order_by("seq").last()
     assert goodbye.stage == "session.stopped" and goodbye.payload["incident"] == "no_epilogue"
-    assert "ledger as of bar 25 stands" in goodbye.message and goodbye.payload["status_reason"] == "kill_switch: drill"
+    assert "ledger as of bar 9 stands: 1 open order(s) canceled" in goodbye.message
+    assert goodbye.payload["status_reason"] == "kill_switch: drill"
     seqs = list(PaperFrame.objects.filter(paper_run=run).order_by("seq").values_list("seq", flat=True))
     assert seqs == list(range(1, len(seqs) + 1))
     # Its folder was left saying "running"; the queued writer makes it say what the ledger says.
@@ -180,6 +200,15 @@ def test_a_session_stopped_while_no_worker_ran_it_gets_its_goodbye_and_its_folde
     session_artifacts_write(run_id=run.id)
     [alert] = [a for a in alerts(root, now=timezone.now())["alerts"] if a["session_id"] == run.id]
     assert alert["status"] == "aborted" and alert["message"] == "aborted: kill_switch: drill"
+    # The rest of the epilogue is the one its session would have written, had it been running:
+    # a session of the same bot and seed that a stop reached after the same 9 bars.
+    reference = start(ready_bot)
+    _stop_when_persisting(monkeypatch, 10, after=False, reason="kill_switch: drill")
+    assert session_execute(reference.id) == "aborted"
+    reference.refresh_from_db()
+    assert open_orders(run) == [] and orders(run) == orders(reference)
+    assert run.metrics.keys() == reference.metrics.keys() and run.metrics["bars"] == 9
+    assert run.metrics == pytest.approx(reference.metrics, nan_ok=True)
 
 
 def test_a_queued_session_whose_message_was_lost_is_enqueued_again(ready_bot, stub_broker, settings):
@@ -302,3 +331,4 @@ def test_starting_a_session_while_the_broker_is_down_is_a_503_and_leaves_no_run_
     assert "retry" in refused.value.message
     run = PaperTradingRun.objects.get(pk=refused.value.details["run_id"])
     assert run.status == "aborted" and run.status_reason.startswith("broker_unavailable: ")
+

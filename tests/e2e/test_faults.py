@@ -131,6 +131,8 @@ def check_ledger(db_url: str, run_id: str) -> dict:
                               "ORDER BY bar_index", (run_id,)).fetchall()
         filled_frames = conn.execute("SELECT count(*) AS n FROM paper_frames WHERE paper_run_id = %s "
                                      "AND stage = 'order.filled'", (run_id,)).fetchone()["n"]
+        open_orders = conn.execute("SELECT order_id, status FROM paper_orders WHERE paper_run_id = %s AND status "
+                                   "IN ('new', 'accepted', 'partially_filled')", (run_id,)).fetchall()
     assert run["status"] in ("success", "aborted"), (run["status"], run["status_reason"])
     assert run["status_reason"], "a terminal run says why"
     got = [(f["fill_id"], f["qty"], f["price"], f["bar_index"]) for f in fills]
@@ -144,6 +146,11 @@ def check_ledger(db_url: str, run_id: str) -> dict:
     assert [p["bar_index"] - warmup for p in points] == list(range(run["bars_processed"]))
     assert points[-1]["equity"] == pytest.approx(run["ending_equity"])
     assert run["total_pnl"] == pytest.approx(run["ending_equity"] - run["starting_cash"])
+    # Its epilogue, by its session or (no worker ran it) by the reconciler from the ledger. (A
+    # session that completes leaves the order its last bar sent working: see the README.)
+    if run["status"] == "aborted":
+        assert open_orders == [], f"{run_id}: an aborted run has working orders"
+    assert run["metrics"].get("bars") == run["bars_processed"], (run["metrics"], run["bars_processed"])
     return {"run": run, "stages": stages, "fills": len(got)}
 
 
