@@ -14,7 +14,8 @@
   }
 
   // The server's own reason, where it sent one: the error fragment's role=alert text (a refused
-  // re-arm, a stale CSRF token, a stop that could not be done all answer with one).
+  // re-arm and a stale CSRF token answer with one). 404/409/422/423 fragments are swapped into
+  // the page instead (htmx-config in base.html) and never reach this handler.
   function reasonOf(xhr) {
     const type = xhr.getResponseHeader("Content-Type") || "";
     const body = xhr.responseText || "";
