@@ -32,7 +32,7 @@ from paper.engine.strategy import registered_strategies
 from paper.sessions import SessionRequest, session_start
 from risk.api import HaltIn, HaltReportOut
 from risk.limits import MAX_ORDERS_PER_MINUTE, RiskBlock
-from risk.services import halt_subsystems
+from risk.services import bots_halt_all as bots_halt_all_service
 
 router = Router(tags=["bots"])
 
@@ -328,9 +328,7 @@ def _synthetic_bar_count(bot: Bot, payload: BacktestIn) -> int:
 @router.post("/bots/halt-all", response=responses(HaltReportOut, *BODY, CSRF))
 def bots_halt_all(request: HttpRequest, payload: HaltIn | None = None):
     """Stop every bot's sessions and latch the kill switch (the top bar's first fan-out)."""
-    user = auth_user(request)
-    reason = f"kill_switch: {(payload.reason if payload else None) or f'halt-all by {user.username}'}"
-    return halt_subsystems(subsystems=["bots"], reason=reason, user=user, latch=True, scope="bots")
+    return bots_halt_all_service(reason=payload.reason if payload else None, user=auth_user(request))
 
 
 @router.get("/bots", response=responses(list[BotOut], 422))

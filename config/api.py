@@ -114,7 +114,8 @@ ERROR_STATUSES = {
     413: "payload_too_large: the body is larger than the server takes (DATA_UPLOAD_MAX_MEMORY_SIZE)",
     422: "invalid_input (or a service's code): the request is well-formed JSON that is not acceptable",
     423: "kill_switch_latched: new sessions are refused until the kill switch is re-armed",
-    503: "database_unavailable: the database is down or busy; retry shortly",
+    503: ("database_unavailable: the database is down or busy; retry shortly (halt_incomplete: a halt's latch or "
+          "stops could not all be written; the stops that could be sent went out)"),
 }
 # Every operation can answer these: bad credentials, and a database that is down.
 ALWAYS = (401, 503)

@@ -21,7 +21,7 @@ from paper.models import ApiToken
 from paper.sessions import session_stop
 from paper.tokens import api_token_for, api_token_revoke, api_tokens_of
 from risk.api import HaltIn, HaltReportOut
-from risk.services import halt_subsystems
+from risk.services import sessions_stop_all
 
 router = Router(tags=["paper"])
 
@@ -134,9 +134,7 @@ class StopOut(Schema):
 @router.post("/paper/stop-all", response=responses(HaltReportOut, *BODY, CSRF))
 def paper_stop_all(request: HttpRequest, payload: HaltIn | None = None):
     """Stop every active session. Does not latch: new sessions may start right after."""
-    user = auth_user(request)
-    reason = f"operator_stop: {(payload.reason if payload else None) or f'stop-all by {user.username}'}"
-    return halt_subsystems(subsystems=["paper"], reason=reason, user=user, latch=False, scope="paper")
+    return sessions_stop_all(reason=payload.reason if payload else None, user=auth_user(request))
 
 
 # --- the runbook's computations (paper/runbook.py), the same as the operator commands --------------

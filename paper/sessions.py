@@ -669,16 +669,24 @@ def sessions_stop(*, run_ids: list[str] | None, reason: str) -> dict:
     is stopped all the same; it writes no epilogue.
     """
     started = time.perf_counter()
-    with transaction.atomic():
-        qs = PaperTradingRun.objects.select_for_update().filter(status__in=ACTIVE)
-        if run_ids is not None:
-            qs = qs.filter(pk__in=run_ids)
-        ids = sorted(qs.values_list("pk", flat=True))
-        PaperTradingRun.objects.filter(pk__in=ids).update(
-            stop_requested=reason[:200], status=RunStatus.ABORTED, status_reason=reason[:200],
-            ended_at=timezone.now(), total_pnl=F("ending_equity") - F("starting_cash"), updated_at=timezone.now(),
-        )
-    halts.stop_push(ids, reason[:200])
+    reason = reason[:200]
+    try:
+        with transaction.atomic():
+            qs = PaperTradingRun.objects.select_for_update().filter(status__in=ACTIVE)
+            if run_ids is not None:
+                qs = qs.filter(pk__in=run_ids)
+            ids = sorted(qs.values_list("pk", flat=True))
+            PaperTradingRun.objects.filter(pk__in=ids).update(
+                stop_requested=reason, status=RunStatus.ABORTED, status_reason=reason,
+                ended_at=timezone.now(), total_pnl=F("ending_equity") - F("starting_cash"), updated_at=timezone.now(),
+            )
+    except Exception:
+        # The ledger could not close them: the push still goes out, and each session woken by
+        # it ends itself as stopped (run_finish closes a run the stop did not). Then the caller
+        # hears the failure.
+        halts.stop_push([halts.ALL] if run_ids is None else list(run_ids), reason)
+        raise
+    halts.stop_push(ids, reason)
     return {"stopped": ids, "count": len(ids), "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)}
 
 

@@ -10,7 +10,7 @@ from ninja import Field, Router, Schema
 from config.api import BODY, CSRF, STRICT_INPUT, responses
 from config.auth import auth_user
 from risk.registry import halt_handlers
-from risk.services import kill_switch_fire, kill_switch_rearm, kill_switch_state
+from risk.services import REASON_MAX, kill_switch_fire, kill_switch_rearm, kill_switch_state
 
 router = Router(tags=["kill switch"])
 
@@ -18,7 +18,9 @@ router = Router(tags=["kill switch"])
 class HaltIn(Schema):
     model_config = STRICT_INPUT
 
-    reason: str | None = Field(None, max_length=300)
+    reason: str | None = Field(None, description=(
+        f"why; never refused: control characters are removed, whitespace collapsed and at most {REASON_MAX} "
+        "characters kept"))
 
 
 class SubsystemHaltOut(Schema):
@@ -66,10 +68,9 @@ def kill_switch_post(request: HttpRequest, payload: HaltIn | None = None):
     """Latch, then stop everything every registered subsystem runs; new sessions get 423 until re-armed.
 
     It answers once every session is closed in the ledger (no bar, order or fill of theirs accepted
-    after); their goodbye frames follow as they wake. Any authenticated user may fire it."""
-    user = auth_user(request)
-    reason = (payload.reason if payload else None) or f"kill switch fired by {user.username}"
-    return kill_switch_fire(reason=reason, user=user)
+    after); their goodbye frames follow as they wake. Any authenticated user may fire it. If the latch
+    or a stop cannot be written, 503 `halt_incomplete` says which (the stops that could go out did)."""
+    return kill_switch_fire(reason=payload.reason if payload else None, user=auth_user(request))
 
 
 @router.get("/kill-switch", response=responses(KillSwitchOut))

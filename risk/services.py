@@ -1,13 +1,18 @@
 """The kill switch: fire (fan out to every registered subsystem and latch), re-arm, read.
 
-A latched kill switch refuses new sessions (HTTP 423) until someone re-arms it.
+A latched kill switch refuses new sessions (HTTP 423) until someone re-arms it. It fails
+closed: the latch is written first, from a reason no input can break (`halt_reason`); the
+stops go out even when the latch cannot be written; a failure is answered with a 503 that
+names it; and a switch whose state cannot be read counts as latched.
 """
 from __future__ import annotations
 
 import logging
+import re
 import time
+import unicodedata
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from config.errors import AppError, Forbidden
@@ -21,14 +26,58 @@ class KillSwitchLatched(AppError):
     status = 423
 
 
+class HaltIncomplete(AppError):
+    """A halt whose latch or stops could not all be written (the stops that could go out did)."""
+
+    status = 503
+
+
+# The longest reason kept: the run row's status_reason and stop_requested hold 200 characters,
+# with room left for the door's prefix ("kill_switch: ", "operator_stop: ").
+REASON_MAX = 180
+_SPACE = re.compile(r"\s+")
+
+
+def halt_reason(text: str | None, *, default: str) -> str:
+    """A halt reason in a form every column takes: control and format characters (NUL among
+    them), lone surrogates and unassigned code points removed, whitespace collapsed, at most
+    REASON_MAX characters. An empty result is `default`. Never refused: a kill switch fires
+    whatever its reason says."""
+    if not isinstance(text, str):
+        return default
+    kept = "".join(" " if ch in "\t\n\r\x0b\x0c\x85\u2028\u2029" else ch for ch in text
+                   if ch in "\t\n\r\x0b\x0c\x85\u2028\u2029" or unicodedata.category(ch)[0] != "C")
+    kept = _SPACE.sub(" ", kept).strip()
+    if len(kept) > REASON_MAX:
+        kept = kept[: REASON_MAX - 1].rstrip() + "\u2026"
+    return kept or default
+
+
 def kill_switch_state() -> KillSwitch:
     switch, _ = KillSwitch.objects.get_or_create(pk=1)
     return switch
 
 
+def kill_switch_latched() -> bool:
+    """Whether the switch is latched; a state that cannot be read counts as latched."""
+    try:
+        return KillSwitch.objects.filter(pk=1, latched=True).exists()
+    except DatabaseError:
+        log.warning("the kill switch's state cannot be read; treating it as latched", exc_info=True)
+        return True
+
+
 def kill_switch_assert_armed() -> None:
-    """Raise 423 while the kill switch is latched."""
-    switch = KillSwitch.objects.filter(pk=1, latched=True).first()
+    """Raise 423 while the kill switch is latched, or while its state cannot be read."""
+    try:
+        switch = KillSwitch.objects.filter(pk=1, latched=True).first()
+    except DatabaseError as exc:
+        log.warning("the kill switch's state cannot be read; refusing new sessions", exc_info=True)
+        raise KillSwitchLatched(
+            "kill_switch_unreadable",
+            f"the kill switch's state cannot be read ({type(exc).__name__}), so it counts as latched; "
+            "new sessions are refused until the database answers",
+        ) from None
     if switch is not None:
         raise KillSwitchLatched(
             "kill_switch_latched",
@@ -50,42 +99,83 @@ def _latch(*, reason: str, user) -> None:
 
 def halt_subsystems(*, subsystems: list[str] | None, reason: str, user=None, latch: bool,
                     scope: str) -> dict:
-    """Run the named halt handlers (all when None), latching first if asked. Returns the report."""
+    """Run the named halt handlers (all when None), latching first if asked. Returns the report.
+
+    `reason` must come through `halt_reason` (the doors do it). The latch goes first; if it
+    cannot be written the handlers run all the same (their in-process and pushed stops go
+    out), and then HaltIncomplete (503) names what failed, with the report in its details.
+    """
     started = time.perf_counter()
+    failures: list[str] = []
     if latch:
-        _latch(reason=reason, user=user)
+        try:
+            _latch(reason=reason, user=user)
+        except DatabaseError as exc:
+            log.exception("the kill switch could not be latched; stopping everything all the same")
+            failures.append(f"latch not written: {type(exc).__name__}: {exc}".strip())
     handlers = halt_handlers()
     names = list(handlers) if subsystems is None else subsystems
+    unknown = [name for name in names if name not in handlers]
+    if unknown:
+        raise AppError("unknown_subsystem", f"no halt handler registered for {unknown[0]!r}")
     reports: list[dict] = []
     for name in names:
-        handler = handlers.get(name)
-        if handler is None:
-            raise AppError("unknown_subsystem", f"no halt handler registered for {name!r}")
         t0 = time.perf_counter()
         try:
-            report = handler(reason)
+            report = handlers[name](reason)
         except Exception as exc:  # one failing subsystem must not stop the others from halting
             log.exception("halt handler %s failed", name)
             report = HaltReport(subsystem=name, detail=f"failed: {type(exc).__name__}: {exc}")
+            failures.append(f"{name}: {type(exc).__name__}")
         report.elapsed_ms = (time.perf_counter() - t0) * 1000
         reports.append(report.to_dict())
     elapsed_ms = (time.perf_counter() - started) * 1000
     body = {
         "scope": scope,
-        "latched": kill_switch_state().latched,
+        "latched": kill_switch_latched(),
         "reason": reason,
         "subsystems": reports,
         "stopped": sum(r["count"] for r in reports),
         "elapsed_ms": round(elapsed_ms, 2),
     }
-    HaltEvent.objects.create(action=HaltEvent.Action.HALT, scope=scope, reason=reason[:300],
-                             user=user if getattr(user, "pk", None) else None, report=body, elapsed_ms=elapsed_ms)
+    try:
+        HaltEvent.objects.create(action=HaltEvent.Action.HALT, scope=scope, reason=reason[:300],
+                                 user=user if getattr(user, "pk", None) else None, report=body,
+                                 elapsed_ms=elapsed_ms)
+    except DatabaseError as exc:
+        log.exception("the halt event could not be recorded")
+        failures.append(f"halt event not recorded: {type(exc).__name__}")
+    if failures:
+        raise HaltIncomplete(
+            "halt_incomplete",
+            "the halt could not be fully recorded (" + "; ".join(failures) + "); the stops that could be "
+            "sent went out; retry, and check the database",
+            details=body,
+        )
     return body
 
 
-def kill_switch_fire(*, reason: str = "kill switch", user=None) -> dict:
+def kill_switch_fire(*, reason: str | None = None, user=None) -> dict:
     """The top-bar kill switch: latch, then fan out to every registered subsystem."""
-    return halt_subsystems(subsystems=None, reason=f"kill_switch: {reason}", user=user, latch=True, scope="kill-switch")
+    who = getattr(user, "username", "") or "the system"
+    text = halt_reason(reason, default=f"kill switch fired by {who}")
+    return halt_subsystems(subsystems=None, reason=f"kill_switch: {text}", user=user, latch=True,
+                           scope="kill-switch")
+
+
+def bots_halt_all(*, reason: str | None = None, user=None) -> dict:
+    """Stop every bot's sessions and latch the kill switch (POST /bots/halt-all)."""
+    who = getattr(user, "username", "") or "the system"
+    text = halt_reason(reason, default=f"halt-all by {who}")
+    return halt_subsystems(subsystems=["bots"], reason=f"kill_switch: {text}", user=user, latch=True, scope="bots")
+
+
+def sessions_stop_all(*, reason: str | None = None, user=None) -> dict:
+    """Stop every active session without latching (POST /paper/stop-all)."""
+    who = getattr(user, "username", "") or "the system"
+    text = halt_reason(reason, default=f"stop-all by {who}")
+    return halt_subsystems(subsystems=["paper"], reason=f"operator_stop: {text}", user=user, latch=False,
+                           scope="paper")
 
 
 REARM_POLICY = "only staff users may re-arm the kill switch; any operator may fire it"
