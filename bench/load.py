@@ -15,7 +15,8 @@ What it does, in order:
      (POST /bots/{id}/paper, 2-bar sessions at pace 60), and prints count, failures,
      p50/p90/p99/max per endpoint, the load average, the processes' CPU, and the verdict
      against the target (reads p99 < 50 ms at 100 requests/s);
-  5. stops only what it started and drops the database (--keep keeps it).
+  5. stops only what it started and drops the database it created (--keep keeps it). An existing
+     database of that name is never dropped unless --drop-existing says so (or reused with --reuse).
 
 Needs PostgreSQL (user postgres, trust) and Redis on 127.0.0.1, and locust in the venv
 (`.venv/bin/pip install locust`; it is a bench tool, not a dependency).
@@ -42,7 +43,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import PG_ADMIN, Stack, cpu_seconds, descendants, flush_redis, recreate_pg_database  # noqa: E402
+from bench.stack import (  # noqa: E402
+    PG_ADMIN,
+    DatabaseExists,
+    Stack,
+    cpu_seconds,
+    descendants,
+    drop_pg_database,
+    flush_redis,
+    keep_pg_database,
+    pg_url,
+    reset_pg_database,
+)
 
 DB_NAME = "papertrade_bench_load"
 REDIS_URL = "redis://127.0.0.1:6379/7"
@@ -457,6 +469,8 @@ def main() -> int:
                         help="daphne processes on the port (`serve --processes`; one per core)")
     parser.add_argument("--db", default=DB_NAME)
     parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument("--drop-existing", action="store_true",
+                        help="drop and recreate --db if it exists (by default the bench refuses to)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--reuse", action="store_true",
                         help="reuse a database a --keep run left (no reseeding); implies --keep")
@@ -469,7 +483,15 @@ def main() -> int:
           f"commit {subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True, text=True).stdout.strip()}, "
           f"load average {loadavg()}", flush=True)
     reused = args.reuse and _seeded(args.db, args.runs)
-    database_url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{args.db}" if reused else recreate_pg_database(args.db)
+    if reused:
+        database_url = pg_url(args.db)
+    else:
+        try:
+            database_url = reset_pg_database(args.db, allow_drop=args.drop_existing)
+        except DatabaseExists as exc:
+            print(f"bench/load.py: {exc}. Pass --drop-existing to drop it, --reuse to reuse a seeded "
+                  "database a --keep run left, or --db NEWNAME.", file=sys.stderr)
+            return 2
     flush_redis(REDIS_URL)
     stack = None
     try:
@@ -518,12 +540,10 @@ def main() -> int:
             pass
         flush_redis(REDIS_URL)
         if args.keep:
+            keep_pg_database(args.db)
             print(f"kept database {database_url}")
-        else:
-            import psycopg
-
-            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{args.db}" WITH (FORCE)')
+        elif not reused:  # only the database this run created
+            drop_pg_database(args.db)
             print(f"dropped database {args.db}")
 
 

@@ -112,6 +112,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: Dramatiq broker and channel layer --------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
+# Prepended to every Redis key and pub/sub channel name (Dramatiq's namespace, the channel
+# layer's prefix, the session-stop channel): deployments, or test runs, sharing one Redis keep
+# apart by prefix. Empty: the libraries' own names.
+REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="")
+
 
 if REDIS_URL:
     DRAMATIQ_BROKER = {
@@ -120,6 +125,7 @@ if REDIS_URL:
         # worker requeues its unacked messages, and the session resumes from its ledger.
         "OPTIONS": {
             "url": REDIS_URL,
+            "namespace": f"{REDIS_KEY_PREFIX}dramatiq",
             "heartbeat_timeout": env.int("DRAMATIQ_HEARTBEAT_TIMEOUT_MS", default=15000),
             # How many broker commands in a million also requeue dead workers' messages. The
             # default (1,000) does that every ~15 minutes on an idle worker; 50,000 every few seconds.
@@ -140,7 +146,7 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "paper.channel_layer.FramesChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_KEY_PREFIX}asgi"},
         }
     }
 else:

@@ -12,7 +12,7 @@ from django.conf import settings
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "papertrade:session-stop"
+CHANNEL = "papertrade:session-stop"  # on Redis, after settings.REDIS_KEY_PREFIX
 ALL = "*"
 
 _lock = threading.Lock()
@@ -93,7 +93,7 @@ def stop_push(run_ids: list[str], reason: str = "") -> None:
     _wake(run_ids, reason)
     if settings.REDIS_URL:
         try:
-            _redis().publish(CHANNEL, json.dumps({"ids": run_ids, "reason": reason}))
+            _redis().publish(settings.REDIS_KEY_PREFIX + CHANNEL, json.dumps({"ids": run_ids, "reason": reason}))
         except Exception:  # the DB stop flag still reaches the session on its next poll
             log.exception("could not publish a session stop on Redis")
 
@@ -127,7 +127,7 @@ def _listen() -> None:
     while True:
         try:
             pubsub = redis.Redis.from_url(settings.REDIS_URL).pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(CHANNEL)
+            pubsub.subscribe(settings.REDIS_KEY_PREFIX + CHANNEL)
             for message in pubsub.listen():
                 try:
                     body = json.loads(message["data"])

@@ -1,6 +1,7 @@
 """Shared fixtures: real sample data, a demo bot, and a bot with a fresh backtest."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,59 @@ def demo_bot(db):
         timeframe="1d",
         risk={"max_drawdown_pct": 80},
     )
+
+
+def pytest_configure(config):
+    """With REDIS_URL, this run's Redis keys and channels go under a prefix of its own (deleted at
+    the end), so a shared Redis's other keys, and other runs' queues and stops, are not ours."""
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        return
+    import dramatiq
+
+    from bench.stack import new_redis_prefix
+
+    prefix = f"{settings.REDIS_KEY_PREFIX}{new_redis_prefix()}"
+    config._redis_key_prefix = prefix
+    settings.REDIS_KEY_PREFIX = prefix
+    os.environ["REDIS_KEY_PREFIX"] = prefix  # processes the tests start
+    # Settings are loaded (and Django set up) before this conftest: repoint what they built.
+    broker = dramatiq.get_broker()
+    if hasattr(broker, "namespace"):
+        broker.namespace = f"{prefix}dramatiq"
+    layer_config = settings.CHANNEL_LAYERS["default"].get("CONFIG")
+    if layer_config is not None:
+        layer_config["prefix"] = f"{prefix}asgi"
+        from channels.layers import channel_layers
+
+        channel_layers.backends.clear()
+
+
+def pytest_unconfigure(config):
+    prefix = getattr(config, "_redis_key_prefix", None)
+    if prefix:
+        from django.conf import settings
+
+        from bench.stack import delete_redis_prefix
+
+        try:
+            delete_redis_prefix(settings.REDIS_URL, prefix)
+        except Exception:  # noqa: BLE001, S110 - Redis gone: nothing of ours to delete
+            pass
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """On PostgreSQL this run's test database is `test_<NAME>_<pid>_<hex>`: pytest-django creates
+    and drops its own, never a fixed `test_papertrade` another run (or a developer) is using."""
+    from django.conf import settings
+
+    from bench.stack import unique_name
+
+    for db in settings.DATABASES.values():
+        if db["ENGINE"] != "django.db.backends.sqlite3":
+            db.setdefault("TEST", {})["NAME"] = unique_name(f"test_{db['NAME']}"[:40])
 
 
 @pytest.fixture(scope="session")

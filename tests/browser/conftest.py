@@ -18,7 +18,7 @@ def stack_server(request, tmp_path_factory):
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is needed (apt-get install chromium; .ci/run does it)")
     stack = start_stack(request.param, tmp_path_factory.mktemp(f"browser-{request.param}"),
-                        database="papertrade_browser", redis_db=7)
+                        name="papertrade_browser")
     yield stack
     stack.stop()
 

@@ -2,42 +2,72 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 
 import pytest
 
-from bench.stack import Stack, flush_redis, recreate_pg_database
+from bench.stack import PG_ADMIN, Stack, drop_pg_database, scratch_pg_database
+
+# Services mode (real PostgreSQL and Redis on 127.0.0.1) runs only when asked for: CI's
+# services pass sets it. Unset, those tests skip even if both answer (a developer's own
+# PostgreSQL and Redis are not the tests' to use); set, a service that does not answer fails them.
+SERVICES_ENV = "PAPERTRADE_TEST_SERVICES"
+REDIS_URL = "redis://127.0.0.1:6379/0"  # the stacks' keys go under a prefix of their own
+
+
+def services_enabled() -> bool:
+    return os.environ.get(SERVICES_ENV, "").strip() not in ("", "0")
+
+
+def services_down() -> str | None:
+    """Why PostgreSQL or Redis on 127.0.0.1 does not answer, or None."""
+    try:
+        import psycopg
+
+        psycopg.connect(PG_ADMIN, connect_timeout=2).close()
+    except Exception as exc:  # noqa: BLE001
+        return f"PostgreSQL on 127.0.0.1:5432 does not answer ({exc})"
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
+    except Exception as exc:  # noqa: BLE001
+        return f"Redis on 127.0.0.1:6379 does not answer ({exc})"
+    return None
 
 
 def services_available() -> bool:
-    try:
-        import psycopg
-        import redis
+    """True when services-mode tests are to run. Without PAPERTRADE_TEST_SERVICES it skips the
+    calling test (saying how to enable it); with it and a service down it fails the test."""
+    if not services_enabled():
+        pytest.skip(f"services mode is off: set {SERVICES_ENV}=1 (PostgreSQL and Redis on 127.0.0.1) to run it")
+    why = services_down()
+    if why:
+        pytest.fail(f"{SERVICES_ENV} is set but {why}", pytrace=False)
+    return True
 
-        psycopg.connect("postgres://postgres@127.0.0.1:5432/postgres", connect_timeout=2).close()
-        redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_timeout=2).ping()
-        return True
-    except Exception:
-        return False
 
-
-def start_stack(mode: str, workdir, *, database: str, redis_db: int) -> Stack:
-    """A started stack in `mode`; services mode gets a fresh PostgreSQL database and Redis db."""
+def start_stack(mode: str, workdir, *, name: str) -> Stack:
+    """A started stack in `mode`. Services mode gets a scratch PostgreSQL database of its own,
+    `<name>_<pid>_<hex>`, and Redis keys under a unique prefix; stop() drops and deletes both."""
     kwargs: dict = {"mode": mode, "workdir": workdir}
+    database = None
     if mode == "services":
-        if not services_available():
-            pytest.skip("PostgreSQL and Redis on 127.0.0.1 are needed for services mode")
-        kwargs["database_url"] = recreate_pg_database(database)
-        kwargs["redis_url"] = f"redis://127.0.0.1:6379/{redis_db}"
-        flush_redis(kwargs["redis_url"])
-    return Stack(**kwargs, processes=2, threads=8, embedded_threads=16).start()
+        services_available()
+        kwargs["database_url"] = scratch_pg_database(name)
+        database = kwargs["database_url"].rsplit("/", 1)[1]
+        kwargs["redis_url"] = REDIS_URL
+    stack = Stack(**kwargs, processes=2, threads=8, embedded_threads=16)
+    if database:
+        stack.cleanups.append(lambda: drop_pg_database(database))
+    return stack.start()
 
 
 @pytest.fixture(scope="module", params=["embedded", "services"])
 def stack(request, tmp_path_factory):
-    stack = start_stack(request.param, tmp_path_factory.mktemp(f"stack-{request.param}"),
-                        database="papertrade_e2e", redis_db=3)
+    stack = start_stack(request.param, tmp_path_factory.mktemp(f"stack-{request.param}"), name="papertrade_e2e")
     yield stack
     stack.stop()
 
