@@ -1,8 +1,12 @@
-"""Admin for bots and their backtests; backtests are read-only records."""
+"""Admin for bots and their backtests; backtests are read-only records.
+
+Who may change or delete a bot, or backtest it from here, is bots/permissions.py's rule, per row.
+"""
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from bots.models import BacktestRun, Bot
+from bots.permissions import bot_may_change
 
 
 class BacktestInline(admin.TabularInline):
@@ -20,23 +24,38 @@ class BacktestInline(admin.TabularInline):
 
 @admin.register(Bot)
 class BotAdmin(admin.ModelAdmin):
-    list_display = ("name", "strategy", "symbols", "timeframe", "short_hash", "latest_sharpe", "updated_at", "dashboard")
+    list_display = ("name", "owner", "strategy", "symbols", "timeframe", "short_hash", "latest_sharpe", "updated_at",
+                    "dashboard")
+    list_select_related = ("owner",)
 
     @admin.display(description="dashboard")
     def dashboard(self, obj: Bot):
         return format_html('<a href="{}">open</a>', obj.get_absolute_url())
-    list_filter = ("strategy", "timeframe")
-    search_fields = ("name", "strategy")
+    list_filter = ("strategy", "timeframe", "owner")
+    search_fields = ("name", "strategy", "owner__username")
     readonly_fields = ("config_hash", "created_at", "updated_at")
     inlines = [BacktestInline]
     actions = ["backtest_bots"]
+
+    def get_changeform_initial_data(self, request):
+        return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and (obj is None or bot_may_change(request.user, obj))
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and (obj is None or bot_may_change(request.user, obj))
 
     @admin.action(description="Backtest the selected bots (all stored bars)")
     def backtest_bots(self, request, queryset):
         from bots.services import backtest_run
         from config.errors import AppError
 
-        for bot in queryset:
+        for bot in queryset.select_related("owner"):
+            if not bot_may_change(request.user, bot):
+                self.message_user(request, f"{bot.name}: skipped, it belongs to {bot.owner_name or 'nobody (staff only)'}",
+                                  messages.WARNING)
+                continue
             try:
                 run = backtest_run(bot=bot)
             except AppError as exc:

@@ -21,8 +21,19 @@ from pydantic import (
 
 from bots import selectors
 from bots.models import Bot
+from bots.permissions import bot_change_assert
 from bots.services import backtest_run, bot_create, bot_delete, bot_get, bot_update
-from config.api import BODY, CSRF, STRICT_INPUT, ApiDate, JsonInt, Page, StrictFloat, responses
+from config.api import (
+    BODY,
+    CSRF,
+    FORBIDDEN,
+    STRICT_INPUT,
+    ApiDate,
+    JsonInt,
+    Page,
+    StrictFloat,
+    responses,
+)
 from config.auth import auth_user
 from config.errors import AppError, Conflict
 from paper.engine.bars import TIMEFRAME_SECONDS, timeframe_seconds
@@ -191,6 +202,8 @@ class BotPatchIn(Schema):
 class BotOut(Schema):
     id: int
     name: str
+    owner: str = Field(description="the username of its owner, who may change it (staff may too); '' for a bot "
+                                   "from before owners, which only staff may change")
     strategy: str
     symbols: list[str]
     timeframe: str
@@ -200,6 +213,10 @@ class BotOut(Schema):
     config_hash: str
     created_at: datetime
     updated_at: datetime
+
+    @staticmethod
+    def resolve_owner(bot) -> str:
+        return bot["owner"] if isinstance(bot, dict) else bot.owner_name
 
 
 class BacktestRefOut(Schema):
@@ -342,7 +359,7 @@ def bots_create(request: HttpRequest, payload: BotIn):
     """Create a bot. 409 if the name is taken; 422 names each field a rule refuses."""
     _name_free(payload.name)
     with _rules_are_422():
-        bot = bot_create(**payload.service_kwargs())
+        bot = bot_create(**payload.service_kwargs(), owner=auth_user(request))
     return Status(201, selectors.bot_detail(bot=bot))
 
 
@@ -351,37 +368,46 @@ def bots_get(request: HttpRequest, bot_id: BotId):
     return selectors.bot_detail(bot=bot_get(bot_ref=bot_id))
 
 
-@router.put("/bots/{int:bot_id}", response=responses(BotDetailOut, *BODY, CSRF, 404, 409))
+@router.put("/bots/{int:bot_id}", response=responses(BotDetailOut, *BODY, CSRF, FORBIDDEN, 404, 409))
 def bots_replace(request: HttpRequest, bot_id: BotId, payload: BotIn):
+    """Replace the bot's config. 403 unless it is yours (or you are staff)."""
     bot = bot_get(bot_ref=bot_id)
+    bot_change_assert(user=auth_user(request), bot=bot, action="change")
     _name_free(payload.name, bot.pk)
     with _rules_are_422():
         bot = bot_update(bot=bot, **payload.service_kwargs())
     return selectors.bot_detail(bot=bot)
 
 
-@router.patch("/bots/{int:bot_id}", response=responses(BotDetailOut, *BODY, CSRF, 404, 409))
+@router.patch("/bots/{int:bot_id}", response=responses(BotDetailOut, *BODY, CSRF, FORBIDDEN, 404, 409))
 def bots_update(request: HttpRequest, bot_id: BotId, payload: BotPatchIn):
+    """Change the fields sent. 403 unless the bot is yours (or you are staff)."""
     bot = bot_get(bot_ref=bot_id)
+    bot_change_assert(user=auth_user(request), bot=bot, action="change")
     _name_free(payload.name, bot.pk)
     with _rules_are_422():
         bot = bot_update(bot=bot, **payload.service_kwargs())
     return selectors.bot_detail(bot=bot)
 
 
-@router.delete("/bots/{int:bot_id}", response=responses({204: None}, CSRF, 404, 409, 422))
+@router.delete("/bots/{int:bot_id}", response=responses({204: None}, CSRF, FORBIDDEN, 404, 409, 422))
 def bots_delete(request: HttpRequest, bot_id: BotId):
-    """Delete a bot and its backtests. 409 if it has paper runs (the ledger keeps them)."""
-    bot_delete(bot=bot_get(bot_ref=bot_id))
+    """Delete a bot and its backtests. 403 unless it is yours (or you are staff); 409 if it has paper
+    runs (the ledger keeps them)."""
+    bot = bot_get(bot_ref=bot_id)
+    bot_change_assert(user=auth_user(request), bot=bot, action="delete")
+    bot_delete(bot=bot)
     return Status(204, None)
 
 
-@router.post("/bots/{int:bot_id}/backtests", response=responses({201: BacktestOut}, *BODY, CSRF, 404))
+@router.post("/bots/{int:bot_id}/backtests", response=responses({201: BacktestOut}, *BODY, CSRF, FORBIDDEN, 404))
 def bots_backtest(request: HttpRequest, bot_id: BotId, payload: BacktestIn | None = None):
     """Backtest the bot now, inside the request. Synthetic ranges are capped at one year of minute
-    bars (422 `too_many_bars`); stored data must cover the range (422 `no_bars`)."""
+    bars (422 `too_many_bars`); stored data must cover the range (422 `no_bars`). 403 unless the bot is
+    yours (or you are staff)."""
     payload = payload or BacktestIn()
     bot = bot_get(bot_ref=bot_id)
+    bot_change_assert(user=auth_user(request), bot=bot, action="backtest")
     if payload.data_source == "synthetic":
         n = _synthetic_bar_count(bot, payload)
         if n > API_SYNTHETIC_BARS:
@@ -400,10 +426,13 @@ def bots_backtests(request: HttpRequest, bot_id: BotId):
     return selectors.bot_backtests(bot=bot_get(bot_ref=bot_id))
 
 
-@router.post("/bots/{int:bot_id}/paper", response=responses({201: PaperStartOut}, *BODY, CSRF, 404, 409, 423))
+@router.post("/bots/{int:bot_id}/paper", response=responses({201: PaperStartOut}, *BODY, CSRF, FORBIDDEN, 404, 409,
+                                                                 423))
 def bots_paper_start(request: HttpRequest, bot_id: BotId, payload: PaperIn):
-    """Start a paper session. 409 names the gate condition that refused it; 423 while the kill switch is latched."""
+    """Start a paper session. 403 unless the bot is yours (or you are staff); 409 names the gate condition
+    that refused it; 423 while the kill switch is latched."""
     bot = bot_get(bot_ref=bot_id)
+    bot_change_assert(user=auth_user(request), bot=bot, action="start a paper session of")
     with _rules_are_422():
         run = session_start(
             bot=bot,

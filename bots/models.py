@@ -4,6 +4,7 @@ A bot is validated on save and carries a config hash over everything that affect
 """
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
@@ -18,6 +19,11 @@ class Bot(models.Model):
     timeframe = models.CharField(max_length=8, default="1d")
     risk = models.JSONField(default=dict, blank=True)
     execution = models.JSONField(default=dict, blank=True)
+    # Who may change it (bots/permissions.py). PROTECT: deleting an operator who owns bots is
+    # refused (deactivate them, or give their bots to someone first) rather than silently making
+    # their bots ownerless. NULL: a bot made before bots had owners (staff-only).
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
+                              related_name="bots")
     config_hash = models.CharField(max_length=64, editable=False, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -37,6 +43,11 @@ class Bot(models.Model):
         from django.urls import reverse
 
         return reverse("dashboard:bot", args=[self.pk])
+
+    @property
+    def owner_name(self) -> str:
+        """The owner's username, or "" for a bot without one."""
+        return self.owner.get_username() if self.owner_id is not None else ""
 
     def trading_config(self) -> BotConfig:
         """The validated config; raises BotConfigError."""

@@ -13,7 +13,7 @@ BACKTEST_REFS = 20
 
 
 def bot_list() -> QuerySet[Bot]:
-    return Bot.objects.order_by("name", "id")
+    return Bot.objects.select_related("owner").order_by("name", "id")
 
 
 def bot_backtests(*, bot: Bot) -> QuerySet[BacktestRun]:
@@ -35,6 +35,7 @@ def bot_detail(*, bot: Bot) -> dict:
     return {
         "id": bot.pk,
         "name": bot.name,
+        "owner": bot.owner_name,
         "strategy": bot.strategy,
         "params": bot.params,
         "symbols": bot.symbols,

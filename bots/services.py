@@ -75,10 +75,13 @@ def bot_create(
     params: dict | None = None,
     risk: dict | None = None,
     execution: dict | None = None,
+    owner=None,
 ) -> Bot:
+    """A new bot; `owner` (a user) may change it (bots/permissions.py), None makes a staff-only bot."""
     _name_checked(name)
     bot = Bot(
         name=name,
+        owner=owner,
         strategy=strategy,
         params=params or {},
         symbols=symbols,
@@ -127,10 +130,10 @@ def bot_get(*, bot_ref: str | int) -> Bot:
     ref = str(bot_ref)
     # ASCII digits only ("١٢٣".isdigit() is true too), and no int() of a 5,000-digit string.
     is_id = ref.isascii() and ref.isdigit() and len(ref) <= 19 and int(ref) <= BOT_ID_MAX
-    bot = Bot.objects.filter(pk=int(ref)).first() if is_id else None
+    bot = Bot.objects.select_related("owner").filter(pk=int(ref)).first() if is_id else None
     # A name longer than the column, or with a NUL (PostgreSQL refuses it in a query), names no bot.
     if bot is None and len(ref) <= NAME_MAX_LENGTH and "\x00" not in ref:
-        bot = Bot.objects.filter(name=ref).first()
+        bot = Bot.objects.select_related("owner").filter(name=ref).first()
     if bot is None:
         shown = ref if len(ref) <= 60 else f"{ref[:60]}..."
         raise NotFound("bot_not_found", f"no bot with id or name {shown!r}")

@@ -11,12 +11,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from bots.forms import DEFAULT_STRATEGY, BacktestForm, BotForm, PaperSessionForm, add_service_errors
 from bots.models import BacktestRun, Bot
+from bots.permissions import POLICY, bot_change_assert, bot_may_change
 from bots.selectors import bot_backtests, bot_detail, bot_list
 from bots.services import backtest_run, bot_create, bot_get, bot_update
-from config.errors import AppError
+from config.errors import AppError, Forbidden
 from ledger.selectors import runs_list
 from paper.sessions import SessionRequest, session_start
-from paper.views import is_htmx, metric_rows, not_found, operator_required, page
+from paper.views import forbidden, is_htmx, metric_rows, not_found, operator_required, page
 
 BACKTEST_ROWS = 20
 SESSION_ROWS = 20
@@ -38,18 +39,29 @@ def _bot_or_none(bot_id) -> Bot | None:
         return None
 
 
+def _refusal(request: HttpRequest, bot: Bot, action: str) -> HttpResponse | None:
+    """A 403 page (or fragment) with the reason when `request.user` may not `action` the bot, else None."""
+    try:
+        bot_change_assert(user=request.user, bot=bot, action=action)
+    except Forbidden as exc:
+        return forbidden(request, exc.message)
+    return None
+
+
 def _equity_points(backtest: BacktestRun | None) -> list[dict]:
     if backtest is None:
         return []
     return [{"time": int(ts), "value": equity} for ts, equity in backtest.equity]
 
 
-def _bot_context(bot: Bot, *, backtest_form=None, session_form=None, refusal=None) -> dict:
+def _bot_context(bot: Bot, *, user, backtest_form=None, session_form=None, refusal=None) -> dict:
     detail = bot_detail(bot=bot)
     backtests = list(bot_backtests(bot=bot)[:BACKTEST_ROWS])
     latest = backtests[0] if backtests else None
     return {
         "bot": bot,
+        "can_change": bot_may_change(user, bot),
+        "policy": POLICY,
         "gate": detail["gate"],
         "backtests": backtests,
         "latest": latest,
@@ -74,7 +86,7 @@ def bot_page(request: HttpRequest, bot_id: int) -> HttpResponse:
     bot = _bot_or_none(bot_id)
     if bot is None:
         return not_found(request, f"There is no bot {bot_id}.")
-    return page(request, "bots/bot_detail.html", _bot_context(bot))
+    return page(request, "bots/bot_detail.html", _bot_context(bot, user=request.user))
 
 
 @operator_required
@@ -83,7 +95,7 @@ def bot_new(request: HttpRequest) -> HttpResponse:
     form = BotForm(request.POST if request.method == "POST" else None)
     if form.is_bound and form.is_valid():
         try:
-            bot = bot_create(**form.service_kwargs())
+            bot = bot_create(**form.service_kwargs(), owner=request.user)
         except AppError as exc:
             form.add_service_errors(exc.details, exc.message)
         else:
@@ -97,6 +109,9 @@ def bot_edit(request: HttpRequest, bot_id: int) -> HttpResponse:
     bot = _bot_or_none(bot_id)
     if bot is None:
         return not_found(request, f"There is no bot {bot_id}.")
+    refused = _refusal(request, bot, "change")
+    if refused:
+        return refused
     form = BotForm(request.POST if request.method == "POST" else None, bot=bot)
     if form.is_bound and form.is_valid():
         try:
@@ -123,6 +138,9 @@ def bot_backtest(request: HttpRequest, bot_id: int) -> HttpResponse:
     bot = _bot_or_none(bot_id)
     if bot is None:
         return not_found(request, f"There is no bot {bot_id}.")
+    refused = _refusal(request, bot, "backtest")
+    if refused:
+        return refused
     form = BacktestForm(request.POST, bot=bot)
     status = 422
     if form.is_valid():
@@ -139,8 +157,9 @@ def bot_backtest(request: HttpRequest, bot_id: int) -> HttpResponse:
     if not is_htmx(request):
         if status == 200:
             return redirect("dashboard:bot", bot_id=bot.pk)
-        return page(request, "bots/bot_detail.html", _bot_context(bot, backtest_form=form), status=status)
-    context = _bot_context(bot, backtest_form=form)
+        return page(request, "bots/bot_detail.html", _bot_context(bot, user=request.user, backtest_form=form),
+                    status=status)
+    context = _bot_context(bot, user=request.user, backtest_form=form)
     return render(request, "bots/backtest_panel.html", {**context, "oob": status == 200}, status=status)
 
 
@@ -152,6 +171,9 @@ def bot_paper(request: HttpRequest, bot_id: int) -> HttpResponse:
     bot = _bot_or_none(bot_id)
     if bot is None:
         return not_found(request, f"There is no bot {bot_id}.")
+    refused = _refusal(request, bot, "start a paper session of")
+    if refused:
+        return refused
     form = PaperSessionForm(request.POST, bot=bot)
     refusal, status = None, 422
     if form.is_valid():
@@ -179,7 +201,7 @@ def bot_paper(request: HttpRequest, bot_id: int) -> HttpResponse:
                 return HttpResponse(f'Session <a href="{url}">{run.id}</a> started.', headers={"HX-Redirect": url})
             return redirect(url)
     if not is_htmx(request):
-        return page(request, "bots/bot_detail.html", _bot_context(bot, session_form=form, refusal=refusal),
-                    status=status)
-    return render(request, "bots/paper_panel.html", {"bot": bot, "session_form": form, "refusal": refusal},
-                  status=status)
+        return page(request, "bots/bot_detail.html",
+                    _bot_context(bot, user=request.user, session_form=form, refusal=refusal), status=status)
+    return render(request, "bots/paper_panel.html",
+                  {"bot": bot, "session_form": form, "refusal": refusal, "can_change": True}, status=status)

@@ -107,7 +107,8 @@ class ErrorOut(Schema):
 ERROR_STATUSES = {
     400: "malformed_json: the body is not JSON (or not UTF-8)",
     401: "not_authenticated: no, unknown or revoked token (or an inactive user), and no session",
-    403: "forbidden: a session request without its CSRF token, or an action the user may not take",
+    403: ("forbidden: a session request without its CSRF token, or an action the user may not take (another "
+          "operator's bot or session: only its owner or staff may change, start or stop it)"),
     404: "not_found: no such object (or no such URL)",
     405: "method_not_allowed: the path exists, the method does not",
     409: "a conflict with the current state (a name in use, the paper gate, rows that depend on it)",
@@ -137,6 +138,8 @@ def responses(ok: Any, *errors: int, status: int = 200) -> dict[int, Any]:
 BODY = (400, 413, 422)
 CSRF = 403
 
+# An operation that changes, starts or stops a bot or session someone else owns (bots/permissions.py).
+FORBIDDEN = 403
 
 class MalformedJSON(ValueError):
     """The request body is not JSON."""

@@ -2,6 +2,7 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from bots.permissions import run_may_change
 from ledger.models import PaperEquityPoint, PaperFill, PaperOrder, PaperTradingRun
 
 
@@ -18,7 +19,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(PaperTradingRun)
 class PaperTradingRunAdmin(ReadOnlyAdmin):
-    list_display = ("id", "bot", "status", "status_reason", "mode", "symbol", "total_pnl", "num_fills", "started_at", "ended_at", "updated_at", "dashboard")
+    list_display = ("id", "bot", "owner", "status", "status_reason", "mode", "symbol", "total_pnl", "num_fills", "started_at", "ended_at", "updated_at", "dashboard")
+    list_select_related = ("bot", "owner")
     actions = ["stop_sessions"]
 
     @admin.display(description="dashboard")
@@ -29,12 +31,18 @@ class PaperTradingRunAdmin(ReadOnlyAdmin):
     def stop_sessions(self, request, queryset):
         from paper.sessions import sessions_stop
 
-        report = sessions_stop(run_ids=list(queryset.values_list("pk", flat=True)),
-                               reason=f"operator_stop: stopped from the admin by {request.user.username}")
+        runs = list(queryset.select_related("owner", "bot__owner"))
+        mine = [run.pk for run in runs if run_may_change(request.user, run)]
+        if len(mine) < len(runs):
+            self.message_user(request, f"skipped {len(runs) - len(mine)} session(s) you may not stop: only who started "
+                              "one, its bot's owner or staff may (the kill switch stops everything)", messages.WARNING)
+        if not mine:
+            return
+        report = sessions_stop(run_ids=mine, reason=f"operator_stop: stopped from the admin by {request.user.username}")
         self.message_user(request, f"stopped {report['count']} session(s) in {report['elapsed_ms']:.0f} ms",
                           messages.SUCCESS)
-    list_filter = ("status", "mode", "data_source", "timeframe", "bot")
-    search_fields = ("id", "bot__name", "request_id", "status_reason")
+    list_filter = ("status", "mode", "data_source", "timeframe", "bot", "owner")
+    search_fields = ("id", "bot__name", "owner__username", "request_id", "status_reason")
     date_hierarchy = "started_at"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.db import models
 
 
@@ -32,6 +33,10 @@ class PaperTradingRun(models.Model):
     # bot and status have no index of their own: paper_runs_bot_created and paper_runs_status_created
     # start with them (and serve every query by bot or status).
     bot = models.ForeignKey("bots.Bot", on_delete=models.PROTECT, related_name="paper_runs", db_index=False)
+    # Who started it (NULL: a replay from `manage.py run --paper`, or a run from before owners).
+    # PROTECT: the ledger keeps who started each session, so its user cannot be deleted.
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
+                              related_name="paper_runs_started")
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     status_reason = models.CharField(max_length=200, blank=True, default="")
     total_pnl = models.FloatField(null=True)
@@ -78,6 +83,11 @@ class PaperTradingRun(models.Model):
         from django.urls import reverse
 
         return reverse("dashboard:session", args=[self.pk])
+
+    @property
+    def owner_name(self) -> str:
+        """The username of who started it, or "" (a replay, or a run from before owners)."""
+        return self.owner.get_username() if self.owner_id is not None else ""
 
     @property
     def is_terminal(self) -> bool:

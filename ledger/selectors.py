@@ -43,7 +43,7 @@ def runs_list(*, status: str | None = None, bot_id: int | None = None) -> QueryS
     The order is an index's (paper_runs_created, or with status / bot first), so a page reads
     its rows instead of sorting every run, and a deep page reads its ids from that index alone.
     """
-    qs = RunPages(PaperTradingRun).order_by("-created_at", "-id").defer(*LIST_DEFERRED)
+    qs = RunPages(PaperTradingRun).select_related("owner").order_by("-created_at", "-id").defer(*LIST_DEFERRED)
     if status:
         qs = qs.filter(status=status)
     if bot_id is not None:
@@ -52,7 +52,7 @@ def runs_list(*, status: str | None = None, bot_id: int | None = None) -> QueryS
 
 
 def run_get(*, run_id: str) -> PaperTradingRun:
-    run = PaperTradingRun.objects.filter(pk=run_id).first()
+    run = PaperTradingRun.objects.select_related("owner").filter(pk=run_id).first()
     if run is None:
         raise NotFound("run_not_found", f"no paper run {run_id!r}")
     return run

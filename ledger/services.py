@@ -39,7 +39,9 @@ def run_create(
     mode: str = "live",
     request_id: str = "",
     run_id: str | None = None,
+    owner=None,
 ) -> PaperTradingRun:
+    """A queued run of `bot`; `owner` is the user who started it (None: a replay, or the system)."""
     kwargs = {"id": run_id} if run_id else {}
     # started_at is when the operator started the session, so it is never NULL: the seed's
     # `ORDER BY started_at DESC` would put NULLs first on PostgreSQL (last on SQLite).
@@ -58,6 +60,7 @@ def run_create(
         pace=pace,
         mode=mode,
         request_id=request_id,
+        owner=owner,
         **kwargs,
     )
 

@@ -12,7 +12,7 @@ from ninja import Field, Query, Router, Schema
 from ninja import Path as PathParam
 from ninja.pagination import paginate
 
-from config.api import BODY, CSRF, Out, Page, responses
+from config.api import BODY, CSRF, FORBIDDEN, Out, Page, responses
 from config.auth import auth_user
 from ledger import selectors
 from ledger.models import RunStatus
@@ -37,6 +37,8 @@ class RunOut(Out):
     status: str
     status_reason: str
     equity: float = Field(description="ending equity so far, or the starting cash before the first bar")
+    owner: str = Field(validation_alias="owner_name",
+                       description="the username of who started it ('' for a replay or a run from before owners)")
     total_pnl: float | None
     num_fills: int
     starting_cash: float
@@ -184,10 +186,11 @@ def paper_get(request: HttpRequest, run_id: RunId):
     return selectors.run_detail(run_id=run_id)
 
 
-@router.post("/paper/{run_id}/stop", response=responses(StopOut, CSRF, 404, 422))
+@router.post("/paper/{run_id}/stop", response=responses(StopOut, CSRF, FORBIDDEN, 404, 422))
 def paper_stop(request: HttpRequest, run_id: RunId):
     """Stop a session. When this answers it is closed in the ledger (aborted: no bar, order or fill of
-    it accepted after); the session then writes its cancelled orders, metrics and goodbye frame."""
+    it accepted after); the session then writes its cancelled orders, metrics and goodbye frame.
+    403 unless you started it or own its bot (or are staff); /paper/stop-all stops every session."""
     return session_stop(run_id=run_id, user=auth_user(request))
 
 

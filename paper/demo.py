@@ -39,9 +39,14 @@ def demo_password() -> str:
     return os.environ.get("DEMO_PASSWORD", "paper-demo")
 
 
-def demo_bot_ensure(*, start: date = date(2022, 1, 1), end: date = date(2023, 12, 31)) -> tuple[Bot, BacktestRun]:
-    """The demo bot with a backtest of its current config that passes the gate."""
-    bot = Bot.objects.filter(name=DEMO_BOT["name"]).first() or bot_create(**DEMO_BOT)
+def demo_bot_ensure(*, owner: User | None = None, start: date = date(2022, 1, 1),
+                    end: date = date(2023, 12, 31)) -> tuple[Bot, BacktestRun]:
+    """The demo bot, owned by `owner`, with a backtest of its current config that passes the gate.
+    A demo bot without an owner (made by `manage.py demo` before the operator existed) becomes `owner`'s."""
+    bot = Bot.objects.filter(name=DEMO_BOT["name"]).first() or bot_create(**DEMO_BOT, owner=owner)
+    if bot.owner_id is None and owner is not None:
+        Bot.objects.filter(pk=bot.pk, owner__isnull=True).update(owner=owner)
+        bot.owner = owner
     decision = paper_gate_check(bot=bot)
     if decision.ok:
         return bot, BacktestRun.objects.get(pk=decision.backtest_id)
@@ -56,6 +61,6 @@ def demo_environment_ensure(*, with_token: bool = True) -> DemoEnvironment:
     user = User.objects.filter(username=DEMO_USERNAME).first()
     if user is None:
         user = User.objects.create_user(DEMO_USERNAME, password=password, is_staff=True, is_superuser=True)
-    bot, backtest = demo_bot_ensure()
+    bot, backtest = demo_bot_ensure(owner=user)
     token = api_token_create(user=user, name="demo")[1] if with_token else None
     return DemoEnvironment(user=user, password=password, bot=bot, backtest=backtest, token=token)

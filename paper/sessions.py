@@ -173,6 +173,7 @@ def session_start(*, bot: Bot, request: SessionRequest, user=None, request_id: s
             pace=plan["pace"],
             mode="live",
             request_id=request_id,
+            owner=user if getattr(user, "is_authenticated", False) else None,
         )
         run_id = run.id
     if connection.in_atomic_block:  # the caller's transaction: enqueue once it commits
@@ -691,7 +692,9 @@ def sessions_stop(*, run_ids: list[str] | None, reason: str) -> dict:
 
 
 def session_stop(*, run_id: str, user=None) -> dict:
-    run = PaperTradingRun.objects.filter(pk=run_id).first()
+    """Stop one session for `user`: its starter, its bot's owner or staff (403 otherwise, whatever
+    its state; bots/permissions.py). No user: the system (a command), which may stop any."""
+    run = PaperTradingRun.objects.select_related("owner", "bot__owner").filter(pk=run_id).first()
     if run is None:
         raise NotFound("run_not_found", f"no paper run {run_id!r}")
     if run.is_terminal:
@@ -705,6 +708,10 @@ def sessions_sweep_stale(*, stale_seconds: float | None = None) -> list[str]:
     """Running sessions whose heartbeat is too old end as aborted (their worker is gone)."""
     stale_seconds = settings.PAPER_STALE_SECONDS if stale_seconds is None else stale_seconds
     cutoff = timezone.now() - timedelta(seconds=stale_seconds)
+    if user is not None:
+        from bots.permissions import run_change_assert
+
+        run_change_assert(user=user, run=run, action="stop")
     stale = list(PaperTradingRun.objects.filter(status=RunStatus.RUNNING, updated_at__lt=cutoff).values_list("pk", "updated_at"))
     swept = []
     for pk, seen in stale:

@@ -19,6 +19,7 @@ from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.http import require_GET, require_POST
 
 from bots.selectors import bot_list
+from bots.permissions import run_may_change
 from config.errors import AppError
 from ledger import selectors as ledger
 from ledger.models import PaperTradingRun, RunStatus
@@ -104,6 +105,13 @@ def not_found(request: HttpRequest, message: str) -> HttpResponse:
 
 
 CSRF_REFUSED = ("The server refused the request: the page's security token (CSRF) is missing or stale. "
+def forbidden(request: HttpRequest, message: str) -> HttpResponse:
+    """A dashboard 403 with the reason: the error fragment for HTMX (the page flashes it), else a page."""
+    if is_htmx(request):
+        return render(request, "dashboard/error_fragment.html", {"message": message}, status=403)
+    return page(request, "dashboard/forbidden.html", {"message": message}, status=403)
+
+
                 "Reload the page and try again.")
 
 
@@ -150,7 +158,7 @@ def _session_rows(request: HttpRequest) -> dict:
     return {
         "filters": filters,
         "filtered": any(chosen.get(k) for k in ("status", "bot", "date")),
-        "runs": list(runs.select_related("bot")[:SESSION_ROWS]),
+        "runs": list(runs.select_related("bot", "owner")[:SESSION_ROWS]),
         "total": runs.count(),
         "query": request.GET.urlencode(),
     }
@@ -218,6 +226,7 @@ def session_detail(request: HttpRequest, run_id: str) -> HttpResponse:
         "run": run,
         "plan": plan,
         "bars_total": plan.get("n_bars"),
+        "can_stop": run_may_change(request.user, run),
         "equity": run.ending_equity if run.ending_equity is not None else run.starting_cash,
         "positions": _positions(run, frames[-1].payload if frames else None),
         "orders": list(ledger.run_orders(run=run).reverse()[:LEDGER_ROWS]),
@@ -242,6 +251,8 @@ def session_stop_view(request: HttpRequest, run_id: str) -> HttpResponse:
     except AppError as exc:
         if not is_htmx(request):
             return not_found(request, exc.message)
+        if exc.status == 403:
+            return forbidden(request, exc.message)
         return render(request, "dashboard/error_fragment.html", {"message": exc.message}, status=exc.status)
     if not is_htmx(request):
         return back(request)

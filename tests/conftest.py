@@ -26,10 +26,17 @@ def sample_data(db):
 
 
 @pytest.fixture
-def demo_bot(db):
+def bot_owner():
+    """Who owns demo_bot: nobody (a staff-only bot), unless a test module overrides this fixture."""
+    return None
+
+
+@pytest.fixture
+def demo_bot(db, bot_owner):
     from bots.services import bot_create
 
     return bot_create(
+        owner=bot_owner,
         name="demo",
         strategy="sma_crossover",
         params={"fast": 10, "slow": 30},

@@ -22,8 +22,13 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def api(client):
-    user = User.objects.create_user("alice", password="pw")
+def alice(db):
+    return User.objects.create_user("alice", password="pw")
+
+
+@pytest.fixture
+def api(client, alice):
+    user = alice
     _, token = api_token_create(user=user)
     client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {token}"
     return client
@@ -34,9 +39,9 @@ def post(api, url, body=None):
 
 
 @pytest.fixture
-def bot(db):
+def bot(alice):
     return bot_create(name="ledger", strategy="sma_crossover", params={"fast": 10, "slow": 30},
-                      symbols=["ETH-USD"], timeframe="1d")
+                      symbols=["ETH-USD"], timeframe="1d", owner=alice)
 
 
 @pytest.fixture

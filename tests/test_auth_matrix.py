@@ -5,7 +5,8 @@ The policy:
   gets 401 with HX-Redirect to the login page); the admin redirects to its login; sockets are
   refused. Public: /ui/login/, /docs, /openapi.json and /static/.
 - operator (an active user, not staff): the whole API and dashboard, except re-arming the kill
-  switch (403 `forbidden`, with the reason; firing it is never blocked). Not the admin.
+  switch (403 `forbidden`, with the reason; firing it is never blocked). Not the admin. The
+  world's bots are the operator's: changing others' bots and sessions is tests/test_ownership.py.
 - staff (is_staff; here also superuser, so the admin's model permissions do not hide a page):
   everything.
 - Session-authenticated unsafe requests need the CSRF token (403 without it), on the dashboard
@@ -279,9 +280,10 @@ def world(db, settings, eth_bars):
             close=float(recent.close[i]), volume=float(recent.volume[i]))
         for i in range(len(recent))
     ])
-    bot = bot_create(name="matrix", strategy="sma_crossover", params={"fast": 3, "slow": 8}, symbols=["ETH-USD"])
+    bot = bot_create(name="matrix", strategy="sma_crossover", params={"fast": 3, "slow": 8}, symbols=["ETH-USD"],
+                     owner=users[OPERATOR])
     backtest_run(bot=bot, start=datetime(2022, 1, 1).date(), end=datetime(2023, 12, 31).date())
-    spare = bot_create(name="matrix-spare", strategy="buy_and_hold", symbols=["ETH-USD"])
+    spare = bot_create(name="matrix-spare", strategy="buy_and_hold", symbols=["ETH-USD"], owner=users[OPERATOR])
     config = bot.trading_config()
     finished = run_create(bot=bot, starting_cash=100_000, symbol="ETH-USD", timeframe="1d", data_source="stored",
                           seed=0, config_snapshot=config.canonical(), config_hash=config.config_hash)

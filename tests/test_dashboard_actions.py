@@ -27,6 +27,12 @@ def operator():
 
 
 @pytest.fixture
+def bot_owner(operator):
+    """The logged-in operator owns demo_bot (tests/test_ownership.py: others' bots are read-only)."""
+    return operator
+
+
+@pytest.fixture
 def browser(client, operator):
     client.force_login(operator)
     return client
