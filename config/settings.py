@@ -14,7 +14,11 @@ env = environ.Env()
 # A .env file is optional; values in the real environment win.
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
-SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key-change-me")
+# The development default: anyone can read it here, so sessions, CSRF tokens and password
+# reset links signed with it can be forged. `manage.py serve` warns loudly while SECRET_KEY is
+# this; set SECRET_KEY in the environment or .env for anything but a local demo.
+DEV_SECRET_KEY = "dev-only-insecure-key-change-me"
+SECRET_KEY = env.str("SECRET_KEY", default=DEV_SECRET_KEY)
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 

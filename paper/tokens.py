@@ -115,3 +115,43 @@ def api_tokens_revoke_all(*, user) -> list[ApiToken]:
     for token in tokens:
         api_token_revoke(token=token)
     return tokens
+
+
+def api_token_kept(*, user, name: str, path) -> tuple[ApiToken, str, bool]:
+    """One long-lived token of `user` named `name` whose raw value is kept in the file `path`
+    (mode 0600), for a process that must show the same token at every start (`manage.py serve`'s
+    demo token). Returns (row, raw token, reused).
+
+    The database still holds only the hash. If the file holds a token that is active, `user`'s
+    and named `name`, it is reused. Otherwise a new one is created and written there, and every
+    other active token of `user` with that name is revoked, so exactly one is valid.
+    """
+    import os
+    from pathlib import Path
+
+    from django.db import transaction
+
+    path = Path(path)
+    try:
+        raw = path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        raw = ""
+    if len(raw) > PREFIX_LENGTH:  # by its hash: a prefix is no token
+        kept = [t for t in api_tokens_find(prefix=raw)
+                if t.user_id == user.pk and t.name == name[:100] and t.revoked_at is None]
+        if kept:
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+            return kept[0], raw, True
+    with transaction.atomic():
+        token, raw = api_token_create(user=user, name=name)
+        for old in ApiToken.objects.filter(user=user, name=name[:100], revoked_at__isnull=True).exclude(pk=token.pk):
+            api_token_revoke(token=old)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a stale temporary file keeps its old mode through O_CREAT
+        with os.fdopen(fd, "w") as f:
+            f.write(raw + "\n")
+        os.replace(tmp, path)
+    return token, raw, False

@@ -28,6 +28,11 @@ from django.core.management.base import BaseCommand, CommandError
 
 log = logging.getLogger(__name__)
 
+# The demo operator's API token is stored hashed, like every token, so its raw value cannot be
+# read back from the database; `serve` keeps it in this file under OUTPUTS_DIR to show the same
+# token at every start (see Command._demo_token).
+DEMO_TOKEN_FILE = "demo-api-token"
+
 
 class Command(BaseCommand):
     help = "Serve HTTP + WebSockets with daphne; embedded mode also runs the session worker in-process."
@@ -68,6 +73,26 @@ class Command(BaseCommand):
         if not host or len(host) > 253 or any(ch.isspace() or ch in "\x00/@" for ch in host):
             raise CommandError(f"--host must be a host name or an IP address, not {host[:60]!r}", returncode=2)
 
+    def _secret_key_check(self) -> bool:
+        """Warn loudly (stderr and the log) while SECRET_KEY is the development default of
+        config/settings.py, which anyone can read: sessions, CSRF tokens and password reset
+        links signed with it can be forged. True when it warned."""
+        if settings.SECRET_KEY != getattr(settings, "DEV_SECRET_KEY", None):
+            return False
+        log.warning("SECRET_KEY is the development default; set the SECRET_KEY environment variable")
+        bar = "!" * 78
+        self.stderr.write(
+            f"{bar}\n"
+            "!! WARNING: SECRET_KEY is the development default from config/settings.py.\n"
+            "!! Anyone can read it, so sessions, CSRF tokens and password reset links can be\n"
+            "!! forged. Fine for a local demo only. Set the SECRET_KEY environment variable (or\n"
+            "!! SECRET_KEY=... in .env) to a long random value, e.g.:\n"
+            "!!   export SECRET_KEY=\"$(python3 -c 'import secrets; print(secrets.token_urlsafe(50))')\"\n"
+            f"{bar}\n"
+        )
+        self.stderr.flush()
+        return True
+
     @staticmethod
     def _database_check() -> None:
         """A database that cannot be reached is refused (exit 2) with the driver's reason, before
@@ -103,6 +128,7 @@ class Command(BaseCommand):
             return
         self._check(opts)
         self._database_check()
+        self._secret_key_check()
         call_command("migrate", verbosity=0, interactive=False)
         url = f"http://{opts['host']}:{opts['port']}"
         if not opts["no_demo"]:
@@ -146,8 +172,11 @@ class Command(BaseCommand):
         from daphne.server import Server
         from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
+        from config import http_limits
         from config.asgi import application
 
+        # An oversized request head is answered 431 (or 414), not dropped (config/http_limits.py).
+        http_limits.install()
         # /static/ (admin CSS) is served from here too, so one process is the whole product.
         app = ProtocolTypeRouter({"http": ASGIStaticFilesHandler(application), "websocket": application})
         # Everything loaded so far (Django, the apps, the API's schemas: ~1.5 million objects)
@@ -201,22 +230,45 @@ class Command(BaseCommand):
                     child.wait(5)
             holder.close()
 
+    @staticmethod
+    def _demo_token(user):
+        """The demo operator's one valid demo token: (row, raw, reused).
+
+        Reused from demo_token_path() while it still verifies (same database, not revoked), so a
+        restart keeps the TOKEN scripts and open terminals already use. Otherwise (first start, a
+        new database, a revoked token) a new one is minted, written there, and the operator's
+        other active tokens named "demo" are revoked (earlier starts minted one each, never
+        revoked): exactly one is ever valid. The raw token on disk is readable by the serving OS
+        user only (mode 0600); the database still holds only hashes, so a leaked database does
+        not leak it.
+        """
+        from paper.tokens import api_token_kept
+
+        return api_token_kept(user=user, name="demo", path=demo_token_path())
+
     def _demo(self, url: str) -> None:
         from bots.management.commands.backtest import format_backtest
         from paper.demo import demo_environment_ensure
 
-        env = demo_environment_ensure()
+        env = demo_environment_ensure(with_token=False)
+        _, env.token, reused = self._demo_token(env.user)
         self.stdout.write(format_backtest(env.backtest))
         self.stdout.write(
             "\n"
             f"  URL       {url}/  (API docs {url}/docs, admin {url}/admin/)\n"
             f"  login     {env.user.username} / {env.password}\n"
-            f"  API token {env.token}\n"
+            f"  API token {env.token}  ({'the same as at the last start' if reused else 'new'}, kept in "
+            f"{demo_token_path()})\n"
             f"  demo bot  id {env.bot.pk} ({env.bot.name}), gate: passed\n\n"
             f"  TOKEN={env.token}\n"
             f"  curl -H \"Authorization: Bearer $TOKEN\" {url}/bots/{env.bot.pk}\n"
             f"  curl -H \"Authorization: Bearer $TOKEN\" -X POST {url}/bots/{env.bot.pk}/paper -d '{{\"starting_cash\":100000,\"duration_minutes\":60}}'\n"
         )
+
+
+def demo_token_path():
+    """Where `serve` keeps the demo token's raw value (mode 0600), beside the run artifacts."""
+    return settings.OUTPUTS_DIR / DEMO_TOKEN_FILE
 
 
 def _reuse_port_socket(host: str, port: int) -> socket.socket:
