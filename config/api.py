@@ -138,9 +138,9 @@ def responses(ok: Any, *errors: int, status: int = 200) -> dict[int, Any]:
 # session-authenticated unsafe request (CSRF).
 BODY = (400, 413, 422)
 CSRF = 403
-
 # An operation that changes, starts or stops a bot or session someone else owns (bots/permissions.py).
 FORBIDDEN = 403
+
 
 class MalformedJSON(ValueError):
     """The request body is not JSON."""

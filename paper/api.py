@@ -34,11 +34,11 @@ RunId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_.-]{1,40}$", description=
 class RunOut(Out):
     id: str
     bot_id: int
+    owner: str = Field(validation_alias="owner_name",
+                       description="the username of who started it ('' for a replay or a run from before owners)")
     status: str
     status_reason: str
     equity: float = Field(description="ending equity so far, or the starting cash before the first bar")
-    owner: str = Field(validation_alias="owner_name",
-                       description="the username of who started it ('' for a replay or a run from before owners)")
     total_pnl: float | None
     num_fills: int
     starting_cash: float

@@ -18,8 +18,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.http import require_GET, require_POST
 
-from bots.selectors import bot_list
 from bots.permissions import run_may_change
+from bots.selectors import bot_list
 from config.errors import AppError
 from ledger import selectors as ledger
 from ledger.models import PaperTradingRun, RunStatus
@@ -104,7 +104,6 @@ def not_found(request: HttpRequest, message: str) -> HttpResponse:
     return page(request, "dashboard/not_found.html", {"message": message}, status=404)
 
 
-CSRF_REFUSED = ("The server refused the request: the page's security token (CSRF) is missing or stale. "
 def forbidden(request: HttpRequest, message: str) -> HttpResponse:
     """A dashboard 403 with the reason: the error fragment for HTMX (the page flashes it), else a page."""
     if is_htmx(request):
@@ -112,6 +111,7 @@ def forbidden(request: HttpRequest, message: str) -> HttpResponse:
     return page(request, "dashboard/forbidden.html", {"message": message}, status=403)
 
 
+CSRF_REFUSED = ("The server refused the request: the page's security token (CSRF) is missing or stale. "
                 "Reload the page and try again.")
 
 
