@@ -133,16 +133,11 @@ def fills_record(*, run: PaperTradingRun, fills: Sequence[Fill]) -> int:
 
 def equity_points_record(*, run: PaperTradingRun, result: RunResult, start: int = 0,
                          max_points: int | None = None) -> None:
-    """Insert equity points from bar `start` on; a point already stored is skipped.
-
-    Raw SQL with ON CONFLICT DO NOTHING: the ORM's per-row model objects cost ~30 us a
-    row, far too slow for million-bar replays.
-    """
+    """Insert equity points from bar `start` on (thinned evenly to `max_points`, keeping the last
+    bar); a point already stored is skipped."""
     n = len(result.equity)
     if start >= n:
         return
-    table = PaperEquityPoint._meta.db_table
-    columns = "paper_run_id, bar_index, ts, equity, cash, position"
     indices = range(start, n)
     if max_points and n - start > max_points:
         stride = -(-(n - start) // max_points)
@@ -151,12 +146,22 @@ def equity_points_record(*, run: PaperTradingRun, result: RunResult, start: int 
             indices.append(n - 1)
     ts = result.ts.tolist()
     off = result.bar_offset  # equity points carry the same absolute bar index as fills
-    equity = result.equity.tolist()
-    cash = result.cash.tolist()
-    position = result.position.tolist()
+    equity, cash, position = result.equity.tolist(), result.cash.tolist(), result.position.tolist()
+    equity_rows_insert(run_id=run.pk, rows=[(off + i, ts[i], equity[i], cash[i], position[i]) for i in indices])
+
+
+def equity_rows_insert(*, run_id: str, rows: Sequence[tuple[int, int, float, float, float]]) -> None:
+    """Insert (bar index, ts, equity, cash, position) rows; a point already stored is skipped.
+
+    Raw SQL with ON CONFLICT DO NOTHING: the ORM's per-row model objects cost ~30 us a row, far
+    too slow for million-bar replays. On PostgreSQL, COPY into a staging table and one INSERT:
+    executemany through the driver is ~30x slower there.
+    """
+    if not rows:
+        return
+    table = PaperEquityPoint._meta.db_table
+    columns = "paper_run_id, bar_index, ts, equity, cash, position"
     if connection.vendor == "postgresql":
-        # COPY into a staging table, then one INSERT .. ON CONFLICT: executemany through
-        # the driver is ~30x slower on PostgreSQL.
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS equity_stage (paper_run_id varchar(40), bar_index integer, "
@@ -164,11 +169,8 @@ def equity_points_record(*, run: PaperTradingRun, result: RunResult, start: int 
                 "ON COMMIT DELETE ROWS"
             )
             cursor.execute("TRUNCATE equity_stage")
-            rid = run.pk
             # repr() of a float round-trips exactly; one text block beats write_row per row.
-            block = "".join(
-                f"{rid}\t{off + i}\t{ts[i]}\t{equity[i]!r}\t{cash[i]!r}\t{position[i]!r}\n" for i in indices
-            )
+            block = "".join(f"{run_id}\t{i}\t{t}\t{e!r}\t{c!r}\t{q!r}\n" for i, t, e, c, q in rows)
             with cursor.cursor.copy(f"COPY equity_stage ({columns}) FROM STDIN") as copy:
                 copy.write(block)
             cursor.execute(
@@ -177,14 +179,8 @@ def equity_points_record(*, run: PaperTradingRun, result: RunResult, start: int 
             )
         return
     adapt = connection.ops.adapt_datetimefield_value
-    rows = [(run.pk, off + i, adapt(_dt(ts[i])), equity[i], cash[i], position[i]) for i in indices]
-    sql = (
-        f"INSERT INTO {table} ({columns}) "
-        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (paper_run_id, bar_index) DO NOTHING"
-    )
-    with connection.cursor() as cursor:
-        for lo in range(0, len(rows), 50_000):
-            cursor.executemany(sql, rows[lo : lo + 50_000])
+    sql = f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (paper_run_id, bar_index) DO NOTHING"
+    _executemany(sql, [(run_id, i, adapt(_dt(t)), e, c, q) for i, t, e, c, q in rows])
 
 
 def run_persist(
@@ -293,20 +289,74 @@ def session_bar_persist(
         )
 
 
-def frames_record(*, run: PaperTradingRun, frames: Sequence[dict]) -> None:
-    """Store frames as sent; a frame already stored (same run and seq) is skipped."""
+TERMINAL_FRAME_STAGES = ("session.completed", "session.stopped", "session.failed")
+
+
+def frames_record(*, run: PaperTradingRun, frames: list[dict]) -> list[dict]:
+    """Store a run's frames so that its seqs run 1..N without a gap and exactly one is terminal.
+
+    Call with the run row locked (every writer does). A frame whose seq is already stored is a
+    retry of a write whose commit went unacknowledged, and is skipped; the others are numbered on
+    from the last stored seq, whatever seq they came with (a refused bar's frames used numbers
+    that were never stored). Nothing is stored after the run's terminal frame: a second goodbye
+    (a late session after the reconciler's, a failure after a completion) is dropped.
+
+    `frames` is changed in place to what was stored, with the seqs stored, so the caller
+    publishes exactly that. Returns it.
+    """
     from ledger.models import PaperFrame
 
     if not frames:
-        return
+        return frames
+    last = (PaperFrame.objects.filter(paper_run_id=run.pk).order_by("-seq").values_list("seq", "stage").first())
+    last_seq, ended = (last[0], last[1] in TERMINAL_FRAME_STAGES) if last else (0, False)
+    stored: list[dict] = []
+    for frame in frames:
+        if ended:
+            break
+        if frame.get("seq") and frame["seq"] <= last_seq and not stored:
+            continue  # stored by the attempt whose acknowledgement was lost
+        last_seq += 1
+        frame["seq"] = last_seq
+        stored.append(frame)
+        ended = frame["stage"] in TERMINAL_FRAME_STAGES
+    frames[:] = stored
+    if not stored:
+        return frames
     adapt = connection.ops.adapt_datetimefield_value
     rows = [(run.pk, f["seq"], f["stage"], str(f["message"])[:300], json.dumps(f, default=str),
-             adapt(datetime.fromisoformat(f["timestamp"]))) for f in frames]
+             adapt(datetime.fromisoformat(f["timestamp"]))) for f in stored]
     _executemany(
         f"INSERT INTO {PaperFrame._meta.db_table} (paper_run_id, seq, stage, message, payload, created_at) "
-        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (paper_run_id, seq) DO NOTHING",
+        "VALUES (%s, %s, %s, %s, %s, %s)",
         rows,
     )
+    return frames
+
+
+def replay_chunk_persist(
+    *,
+    run_id: str,
+    fills: Sequence[Fill],
+    orders: Sequence[Order],
+    points: Sequence[tuple[int, int, float, float, float]],
+    bars_processed: int,
+    ending_equity: float,
+    starting_cash: float,
+) -> None:
+    """One chunk of a replay, in one transaction: its new fills, changed orders, equity points
+    (already thinned) and the run row's counts. Raises RunClosed if a stop closed the run: from
+    the stop's commit the ledger takes no bar, order or fill of the replay."""
+    with transaction.atomic():
+        run = PaperTradingRun.objects.select_for_update().get(pk=run_id)
+        if run.is_terminal:
+            raise RunClosed(run.status)
+        orders_upsert(run=run, orders=orders)
+        fills_insert(run_id=run.pk, fills=fills)
+        equity_rows_insert(run_id=run.pk, rows=points)
+        PaperTradingRun.objects.filter(pk=run.pk).update(
+            num_fills=_fill_count(run.pk) if fills else run.num_fills, bars_processed=bars_processed,
+            ending_equity=ending_equity, total_pnl=ending_equity - starting_cash, updated_at=timezone.now())
 
 
 def run_release(*, run_id: str, worker_id: str, frames: Sequence[dict] = ()) -> bool:
@@ -321,14 +371,6 @@ def run_release(*, run_id: str, worker_id: str, frames: Sequence[dict] = ()) -> 
         frames_record(run=run, frames=frames)
         PaperTradingRun.objects.filter(pk=run.pk).update(worker_id="", updated_at=timezone.now())
     return True
-
-
-def frame_next_seq(run_id: str) -> int:
-    """The next frame seq of a run (call with the run row locked)."""
-    from ledger.models import PaperFrame
-
-    last = PaperFrame.objects.filter(paper_run_id=run_id).order_by("-seq").values_list("seq", flat=True).first()
-    return (last or 0) + 1
 
 
 LEASE_LOST = "lease_lost"

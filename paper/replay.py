@@ -333,6 +333,7 @@ def paper_replay(*, params: RunParams, request_id: str = "", signals: SignalFile
     kill = halts.session_event(run.id)
     progress = progress_factory(len(bars)) if progress_factory is not None else None
     engine = None
+    writer = _ReplayLedger(run, n_bars=len(bars))
     status, reason, error_type, error_message = RunStatus.SUCCESS, "completed", "", ""
     try:
         engine = config.build_engine(starting_cash=params.starting_cash, seed=params.seed, symbol=params.ticker)
@@ -346,19 +347,20 @@ def paper_replay(*, params: RunParams, request_id: str = "", signals: SignalFile
             engine.advance(CHUNK)
             if progress is not None:
                 progress.update(min(CHUNK, len(bars) - lo))
+            # Each chunk goes to the ledger as it is stepped, under the run's row lock: a stop
+            # (the kill switch, stop-all) that closed the run refuses it, and the ones after.
+            try:
+                writer.write(engine)
+            except ledger.RunClosed:
+                break
             if time.monotonic() - last_beat >= 1.0:
                 last_beat = time.monotonic()
                 artifacts.heartbeat(bars_processed=engine.bars_processed)
-                PaperTradingRun.objects.filter(pk=run.pk).update(bars_processed=engine.bars_processed)
-                ledger.run_heartbeat(run_id=run.id)
-            # The DB stop flag reaches a replay in its own process when no Redis push can; a
-            # read per chunk (~0.1 s of bars) keeps a stop prompt.
-            requested = PaperTradingRun.objects.filter(pk=run.pk).values_list("stop_requested", flat=True).first()
-            if requested:
-                stop.set(requested)
             if engine.status != "running":
                 break
-        if stop.event.is_set():
+        if writer.closed:
+            pass  # the stop's status and reason stand; the engine is rebuilt below at the ledger's bar
+        elif stop.event.is_set():
             engine.stop(stop.reason)
             status, reason = RunStatus.ABORTED, stop.reason
         elif engine.status == "halted":
@@ -371,18 +373,35 @@ def paper_replay(*, params: RunParams, request_id: str = "", signals: SignalFile
         halts.session_event_drop(run.id)
         if progress is not None:
             progress.close()
-    forced = PaperTradingRun.objects.filter(pk=run.pk, status__in=[RunStatus.ABORTED, RunStatus.FAILED]).values_list(
-        "status", "status_reason").first()
-    if forced:  # a stop (or a fault) closed the row already: its word stands
-        status, reason = forced
-    result = engine.result() if engine is not None else None
-    if result is not None:
-        ledger.run_persist(run=run, result=result, status=status, status_reason=reason, error_type=error_type,
-                           error_message=error_message, max_equity_points=LEDGER_EQUITY_POINTS)
+    result = None
+    if engine is not None:
+        if not writer.closed:
+            try:
+                writer.write(engine, final=True)
+            except ledger.RunClosed:
+                pass
+        if writer.closed:
+            # A stop closed the run: what the replay reports is the ledger as of its last accepted
+            # chunk, so the engine is stepped again to exactly there and stopped as the stop says.
+            closed = PaperTradingRun.objects.filter(pk=run.pk).values_list("bars_processed", "status_reason").get()
+            engine = config.build_engine(starting_cash=params.starting_cash, seed=params.seed, symbol=params.ticker)
+            engine.preload(bars)
+            engine.advance(closed[0])
+            engine.stop(closed[1])
+        result = engine.result()
+        final = ledger.run_finish(run_id=run.pk, result=result, status=status, status_reason=reason,
+                                  error_type=error_type, error_message=error_message, new_fills=[],
+                                  changed_orders=None if writer.closed else [])
+        status, reason = final.status, final.status_reason
     else:
-        PaperTradingRun.objects.filter(pk=run.pk).update(status=status, status_reason=reason[:200],
-                                                         error_type=error_type, error_message=error_message,
-                                                         ended_at=timezone.now())
+        with transaction.atomic():
+            row = PaperTradingRun.objects.select_for_update().get(pk=run.pk)
+            if not row.is_terminal:
+                PaperTradingRun.objects.filter(pk=run.pk).update(
+                    status=status, status_reason=reason[:200], error_type=error_type, error_message=error_message,
+                    ended_at=timezone.now())
+            else:
+                status, reason = row.status, row.status_reason
     run.refresh_from_db()
     extra = {"total_pnl": run.total_pnl, "ending_equity": run.ending_equity, "starting_cash": run.starting_cash,
              "halt": run.halt, "num_fills": run.num_fills}
@@ -395,6 +414,44 @@ def paper_replay(*, params: RunParams, request_id: str = "", signals: SignalFile
                  artifact_dir=str(artifacts.dir),
                  artifacts={k: str(artifacts.dir / v) for k, v in artifacts.relative_paths().items()})
     return RunOutcome(run.id, status, reason, artifacts.dir, {**(result.metrics if result else {}), **extra}, True)
+
+
+class _ReplayLedger:
+    """What a replay has written to the ledger so far, and the next chunk's rows.
+
+    The equity curve is thinned evenly to LEDGER_EQUITY_POINTS (plus each chunk's last bar, the
+    ledger's checkpoint); the artifacts keep the full curve.
+    """
+
+    def __init__(self, run: PaperTradingRun, *, n_bars: int):
+        self.run = run
+        self.stride = max(1, -(-n_bars // LEDGER_EQUITY_POINTS))
+        self.fills = 0
+        self.bars = 0
+        self.order_state: dict[str, tuple] = {}
+        self.closed = False
+
+    def write(self, engine, *, final: bool = False) -> None:
+        broker = engine.broker
+        n = engine.bars_processed
+        if n == self.bars and not final:
+            return
+        changed = [o for o in broker.orders if self.order_state.get(o.client_order_id) != (o.status, o.filled_qty)]
+        first = -(-self.bars // self.stride) * self.stride
+        positions = [*range(first, n, self.stride)]
+        if n and (not positions or positions[-1] != n - 1):
+            positions.append(n - 1)
+        points = engine.points(positions)
+        try:
+            ledger.replay_chunk_persist(
+                run_id=self.run.pk, fills=broker.fills[self.fills:], orders=changed, points=points, bars_processed=n,
+                ending_equity=points[-1][2] if points else self.run.starting_cash, starting_cash=self.run.starting_cash)
+        except ledger.RunClosed:
+            self.closed = True
+            raise
+        self.fills, self.bars = len(broker.fills), n
+        for o in changed:
+            self.order_state[o.client_order_id] = (o.status, o.filled_qty)
 
 
 _index_state = threading.Lock()

@@ -314,6 +314,13 @@ class _SessionLoop:
         frames, self.pending = self.pending, []
         return frames
 
+    def publish(self, frames: list[dict]) -> None:
+        """Send what the ledger stored (ledger.services.frames_record left just that in `frames`,
+        with the seqs it stored), and count on from its last seq."""
+        if frames:
+            self.seq = max(self.seq, frames[-1]["seq"])
+        frames_publish(self.run_id, frames)
+
     # the loop -----------------------------------------------------------------------------------
     def run(self) -> str:
         run = self.row
@@ -402,7 +409,7 @@ class _SessionLoop:
         if not self.db_retry(lambda: ledger.run_release(run_id=self.run_id, worker_id=self.worker_id, frames=frames),
                              note=False):
             return "lease_lost"
-        frames_publish(self.run_id, frames)
+        self.publish(frames)
         session_enqueue(self.run_id, delay_ms=HANDOFF_DELAY_MS)
         log.info("session %s handed off at bar %d", self.run_id, done)
         return "handed_off"
@@ -477,7 +484,7 @@ class _SessionLoop:
         self.persisted_fills = len(broker.fills)
         for o in changed:
             self.order_state[o.client_order_id] = (o.status, o.filled_qty)
-        frames_publish(self.run_id, frames)
+        self.publish(frames)
 
     def _ledger_matches(self, engine: Engine) -> bool:
         recorded = list(PaperFill.objects.filter(paper_run_id=self.run_id).order_by("fill_id")
@@ -540,7 +547,7 @@ class _SessionLoop:
             final = self.db_retry(lambda: _fail_without_engine(self.run_id, status, reason, frames, error_type,
                                                                error_message), note=False)
         _close_connection()
-        frames_publish(self.run_id, frames)
+        self.publish(frames)
         # Artifacts last: the ledger and the frames come first.
         self._artifacts_finish(final, error_type, error_message)
         return final.status
@@ -584,9 +591,13 @@ class _SessionLoop:
             # at once, 50 chart renders would otherwise slow the sessions still ending.
             from paper.actors import write_session_artifacts
 
-            write_session_artifacts.send_with_options(args=(self.run_id,), delay=delay_ms)
-        else:
-            self._artifacts_call(session_artifacts_write, run_id=self.run_id)
+            try:
+                write_session_artifacts.send_with_options(args=(self.run_id,), delay=delay_ms)
+                return
+            except Exception as exc:  # the broker is down: the session's ending stands; write them here
+                log.warning("session %s: could not queue its artifacts (%s: %s); writing them in-process",
+                            self.run_id, type(exc).__name__, exc)
+        self._artifacts_call(session_artifacts_write, run_id=self.run_id)
 
 
 INCIDENT_STAGES = ("session.worker_lost", "session.recovered")
@@ -697,6 +708,10 @@ def session_stop(*, run_id: str, user=None) -> dict:
     run = PaperTradingRun.objects.select_related("owner", "bot__owner").filter(pk=run_id).first()
     if run is None:
         raise NotFound("run_not_found", f"no paper run {run_id!r}")
+    if user is not None:
+        from bots.permissions import run_change_assert
+
+        run_change_assert(user=user, run=run, action="stop")
     if run.is_terminal:
         return {"stopped": [], "count": 0, "elapsed_ms": 0.0,
                 "detail": f"run {run_id} already {run.status}"}
@@ -708,10 +723,6 @@ def sessions_sweep_stale(*, stale_seconds: float | None = None) -> list[str]:
     """Running sessions whose heartbeat is too old end as aborted (their worker is gone)."""
     stale_seconds = settings.PAPER_STALE_SECONDS if stale_seconds is None else stale_seconds
     cutoff = timezone.now() - timedelta(seconds=stale_seconds)
-    if user is not None:
-        from bots.permissions import run_change_assert
-
-        run_change_assert(user=user, run=run, action="stop")
     stale = list(PaperTradingRun.objects.filter(status=RunStatus.RUNNING, updated_at__lt=cutoff).values_list("pk", "updated_at"))
     swept = []
     for pk, seen in stale:
@@ -744,8 +755,12 @@ def _artifacts_later(run_id: str) -> None:
 
     try:
         write_session_artifacts.send(run_id)
-    except Exception:
-        log.warning("reconcile: could not queue the artifacts of %s", run_id, exc_info=True)
+    except Exception as exc:  # the broker is down: write them here, so the runbook does not wait for it
+        log.warning("reconcile: could not queue the artifacts of %s (%s); writing them in-process", run_id, exc)
+        try:
+            session_artifacts_write(run_id=run_id)
+        except Exception:
+            log.exception("reconcile: could not write the artifacts of %s", run_id)
 
 
 def sessions_reconcile(*, now: datetime | None = None) -> dict:
@@ -789,9 +804,9 @@ def sessions_reconcile(*, now: datetime | None = None) -> dict:
                 why = (f"no heartbeat since {seen:%Y-%m-%d %H:%M:%S} UTC" if age > stale_after
                        else f"worker lost again after {lost} resumes")
                 reason = f"{REASON_WORKER_LOST}: {why}"
-                ledger.frames_record(run=run, frames=[{**frame, "stage": TERMINAL_STAGES[RunStatus.ABORTED],
-                                                       "message": f"session aborted: {reason}",
-                                                       "status": RunStatus.ABORTED, "status_reason": reason}])
+                _record_and_publish(run, [{**frame, "stage": TERMINAL_STAGES[RunStatus.ABORTED],
+                                           "message": f"session aborted: {reason}",
+                                           "status": RunStatus.ABORTED, "status_reason": reason}])
                 PaperTradingRun.objects.filter(pk=pk).update(status=RunStatus.ABORTED, status_reason=reason[:200],
                                                              ended_at=now, worker_id="")
                 run.refresh_from_db()
@@ -801,7 +816,7 @@ def sessions_reconcile(*, now: datetime | None = None) -> dict:
             else:
                 message = (f"no heartbeat for {age:.0f} s from {holder} at bar {run.bars_processed}; resuming on "
                            f"another worker (resume {lost + 1} of at most {settings.PAPER_MAX_RESUMES})")
-                ledger.frames_record(run=run, frames=[{**frame, "stage": WORKER_LOST_STAGE, "message": message}])
+                _record_and_publish(run, [{**frame, "stage": WORKER_LOST_STAGE, "message": message}])
                 PaperTradingRun.objects.filter(pk=pk).update(worker_id="", updated_at=now)
                 report["resumed"].append(pk)
                 transaction.on_commit(lambda pk=pk: _enqueue_quietly(pk))
@@ -822,8 +837,16 @@ NO_EPILOGUE = "no_epilogue"
 
 def _reconciler_frame(run: PaperTradingRun, *, now: datetime, incident: str) -> dict:
     """The envelope of a frame the reconciler writes for a run (call with the run row locked)."""
-    return {"task_id": run.pk, "timestamp": now.isoformat(), "seq": ledger.frame_next_seq(run.pk),
+    return {"task_id": run.pk, "timestamp": now.isoformat(), "seq": 0,  # numbered as stored
             "equity": run.equity, "bars_done": run.bars_processed, "incident": incident}
+
+
+def _record_and_publish(run: PaperTradingRun, frames: list[dict]) -> None:
+    """Store the reconciler's frames for a locked run, and publish them once the write commits:
+    an open socket hears a goodbye that no session is left to send."""
+    ledger.frames_record(run=run, frames=frames)
+    if frames:
+        transaction.on_commit(lambda run_id=run.pk, frames=frames: frames_publish(run_id, frames))
 
 
 def _goodbye_for_unanswered_stops(*, now: datetime, after: timedelta) -> list[str]:
@@ -845,7 +868,7 @@ def _goodbye_for_unanswered_stops(*, now: datetime, after: timedelta) -> list[st
                 continue  # its epilogue came meanwhile, or another reconciler got there first
             reason = run.status_reason
             canceled = ledger.run_close_from_ledger(run=run)
-            ledger.frames_record(run=run, frames=[{
+            _record_and_publish(run, [{
                 **_reconciler_frame(run, now=now, incident=NO_EPILOGUE), "stage": goodbye,
                 "message": (f"session aborted: {reason}; no worker was running it, so the ledger as of bar "
                             f"{run.bars_processed} stands: {canceled} open order(s) canceled and its metrics "

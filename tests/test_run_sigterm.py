@@ -12,12 +12,15 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from paper import artifact_contract as c
 
 PROJECT = Path(__file__).resolve().parent.parent
 BARS = "1100000"
+# Bar indexes are absolute (warm-up bars first); a 1m synthetic replay has none, so this is 0.
+WARMUP_ALLOWANCE = 0
 
 
 def _running_status(root: Path) -> Path | None:
@@ -103,7 +106,12 @@ def test_the_kill_switch_from_another_process_aborts_a_replay(tmp_path):
         "from risk.services import kill_switch_fire\n"
         f"while not os.path.exists({str(trigger)!r}):\n"
         "    time.sleep(0.005)\n"
-        "print(json.dumps(kill_switch_fire(reason='drill')))\n"
+        "report = kill_switch_fire(reason='drill')\n"
+        "from ledger.models import PaperFill, PaperTradingRun\n"
+        "[run] = PaperTradingRun.objects.all()\n"
+        "report['at_answer'] = {'fills': PaperFill.objects.filter(paper_run=run).count(),\n"
+        "                       'ended_at': run.ended_at.isoformat(), 'bars': run.bars_processed}\n"
+        "print(json.dumps(report))\n"
     )
     firing = subprocess.Popen([sys.executable, "manage.py", "shell", "-c", script], cwd=PROJECT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -134,3 +142,19 @@ def test_the_kill_switch_from_another_process_aborts_a_replay(tmp_path):
     with sqlite3.connect(db) as conn:
         row = conn.execute("SELECT status, status_reason FROM paper_trading_runs WHERE id = ?", (session_id,)).fetchone()
     assert row == ("aborted", "kill_switch: drill")
+    # No fill, bar or end time of the replay is accepted after the switch answered (issue 13,
+    # finding 7: 17,443 fills were inserted after it, and ended_at was overwritten).
+    at_answer = report["at_answer"]
+    with sqlite3.connect(db) as conn:
+        fills = conn.execute("SELECT count(*), max(bar_index) FROM paper_fills WHERE paper_run_id = ?",
+                             (session_id,)).fetchone()
+        bars, ended_at, metrics = conn.execute(
+            "SELECT bars_processed, ended_at, metrics FROM paper_trading_runs WHERE id = ?", (session_id,)).fetchone()
+        last_point = conn.execute("SELECT max(bar_index) FROM paper_equity_points WHERE paper_run_id = ?",
+                                  (session_id,)).fetchone()[0]
+    assert fills[0] == at_answer["fills"] and bars == at_answer["bars"] < int(BARS)
+    assert datetime.fromisoformat(ended_at.replace(" ", "T")).replace(tzinfo=UTC) == \
+        datetime.fromisoformat(at_answer["ended_at"])
+    assert fills[1] is None or fills[1] < bars + WARMUP_ALLOWANCE
+    assert json.loads(metrics)["total_return"] is not None  # its epilogue: metrics of the ledger's bars
+    assert last_point is None or last_point < bars + WARMUP_ALLOWANCE

@@ -388,6 +388,11 @@ class Engine:
             bar_offset=w,
         )
 
+    def points(self, positions) -> list[tuple[int, int, float, float, float]]:
+        """(absolute bar index, ts, equity, cash, position) of these processed bars (0-based)."""
+        w, ts = self.warmup_bars, self._cols["ts"]
+        return [(w + k, ts[w + k], self._equity[k], self._cash[k], self._position[k]) for k in positions]
+
     def last_point(self) -> tuple[int, int, float, float, float]:
         """(absolute bar index, ts, equity, cash, position) of the last processed bar."""
         i = self.warmup_bars + len(self._equity) - 1
