@@ -496,14 +496,21 @@ def _socket_world():
 
 
 async def _connects(path: str, headers: list) -> bool | int:
-    """True if the socket was accepted, else its close code."""
+    """True if the socket was accepted and serves frames, else its close code (a refused socket is
+    accepted, sent an error frame, then closed)."""
     from config.asgi import application
 
     ws = WebsocketCommunicator(application, path, headers=headers)
     connected, code = await ws.connect()
-    if connected:
-        await ws.disconnect()
-    return True if connected else code
+    if not connected:
+        return code
+    first = await ws.receive_output(timeout=2)
+    if first["type"] == "websocket.send" and json.loads(first["text"]).get("stage") == "error":
+        close = await ws.receive_output(timeout=2)
+        assert close["type"] == "websocket.close", close
+        return close["code"]
+    await ws.disconnect()
+    return True
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1120,9 +1120,9 @@ async def _socket(path_suffix: str = ""):
     pytest.param({"text_data": '{"stage": "order.placed", "qty": 1e308}'}, "error", id="a frame of its own"),
     pytest.param({"text": ""}, "error", id="an empty message"),
     pytest.param({"text": None, "bytes": None}, "error", id="neither text nor bytes"),
-    pytest.param({"text_data": "\u00e9" * 3000}, 1009, id="3,000 two-byte characters (6,000 bytes)"),
-    pytest.param({"bytes_data": b"x" * 5000}, 1009, id="a 5,000-byte binary frame"),
-    pytest.param({"text_data": "[" * 5000}, 1009, id="5,000 brackets"),
+    pytest.param({"text_data": "\u00e9" * 3000}, 4009, id="3,000 two-byte characters (6,000 bytes)"),
+    pytest.param({"bytes_data": b"x" * 5000}, 4009, id="a 5,000-byte binary frame"),
+    pytest.param({"text_data": "[" * 5000}, 4009, id="5,000 brackets"),
 ])
 async def test_hostile_client_messages_get_an_error_or_a_close(send, expect):
     from channels.db import database_sync_to_async
@@ -1138,8 +1138,9 @@ async def test_hostile_client_messages_get_an_error_or_a_close(send, expect):
     if expect == "error":
         assert out["type"] == "websocket.send" and json.loads(out["text"])["stage"] == "error"
         await ws.disconnect()
-    else:
-        assert out == {"type": "websocket.close", "code": expect}
+    else:  # an error frame that names the code, then the close
+        assert out["type"] == "websocket.send" and json.loads(out["text"])["code"] == expect
+        assert await ws.receive_output(timeout=2) == {"type": "websocket.close", "code": expect}
     assert await database_sync_to_async(state)() == ws.counts
 
 
@@ -1154,7 +1155,8 @@ async def test_a_client_that_keeps_talking_is_closed():
         await ws.send_to(text_data="hi")
         assert (await ws.receive_output(timeout=2))["type"] == "websocket.send"
     await ws.send_to(text_data="hi")
-    assert await ws.receive_output(timeout=2) == {"type": "websocket.close", "code": 1008}
+    assert json.loads((await ws.receive_output(timeout=2))["text"])["code"] == 4008
+    assert await ws.receive_output(timeout=2) == {"type": "websocket.close", "code": 4008}
 
 
 @pytest.mark.asyncio
@@ -1168,7 +1170,9 @@ async def test_the_no_route_consumer_closes_with_4404():
 
     app = URLRouter([re_path(r"^ws/", NoRouteConsumer.as_asgi())])
     ws = WebsocketCommunicator(app, "/ws/paper/" + "x" * 5000)
-    assert await ws.connect() == (False, 4404)
+    assert await ws.connect() == (True, None)  # accepted, then an error frame and the close
+    assert json.loads((await ws.receive_output(timeout=2))["text"])["code"] == 4404
+    assert await ws.receive_output(timeout=2) == {"type": "websocket.close", "code": 4404}
 
 
 @pytest.mark.asyncio
@@ -1177,5 +1181,6 @@ async def test_the_no_route_consumer_closes_with_4404():
                                     pytest.param("/../../admin", id="dots"), pytest.param("%00", id="NUL")])
 async def test_an_unroutable_socket_path_is_closed_not_a_traceback(suffix):
     ws = await _socket(suffix)
-    connected, code = await ws.connect()
-    assert not connected and code == 4404
+    assert (await ws.connect())[0]  # accepted, then an error frame and the close
+    assert json.loads((await ws.receive_output(timeout=2))["text"])["code"] == 4404
+    assert await ws.receive_output(timeout=2) == {"type": "websocket.close", "code": 4404}

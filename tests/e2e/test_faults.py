@@ -376,7 +376,9 @@ class FrameWatcher(threading.Thread):
         self.seqs: list[int] = []
         self.stages: list[str] = []
         self.disconnects = 0
-        self.refused: list[int] = []  # HTTP statuses of refused handshakes (a 500 is a server bug)
+        # Refusals: HTTP statuses of refused handshakes (a 500 is a server bug), and close codes of
+        # sockets accepted then refused (their error frame, e.g. 4404; paper/consumers.py).
+        self.refused: list[int] = []
 
     def start(self) -> FrameWatcher:
         super().start()
@@ -392,6 +394,10 @@ class FrameWatcher(threading.Thread):
                                 open_timeout=5) as ws:
                     while time.time() < deadline:
                         frame = json.loads(ws.recv(timeout=max(0.1, deadline - time.time())))
+                        if frame["stage"] == "error" and "code" in frame:
+                            self.refused.append(frame["code"])
+                            time.sleep(0.2)
+                            break
                         self.seqs.append(frame["seq"])
                         self.stages.append(frame["stage"])
                         if frame["stage"] in ("session.completed", "session.stopped", "session.failed"):
