@@ -16,17 +16,21 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def api(client):
-    user = User.objects.create_user("alice")
-    _, token = api_token_create(user=user)
+def alice(db):
+    return User.objects.create_user("alice")
+
+
+@pytest.fixture
+def api(client, alice):
+    _, token = api_token_create(user=alice)
     client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {token}"
     return client
 
 
 @pytest.fixture
-def bot(db):
+def bot(alice):
     return bot_create(name="errors", strategy="sma_crossover", params={"fast": 3, "slow": 8},
-                      symbols=["ETH-USD"], timeframe="1d")
+                      symbols=["ETH-USD"], timeframe="1d", owner=alice)
 
 
 def send(api, method, url, text):
@@ -204,7 +208,9 @@ def test_a_backtest_without_stored_bars_is_422(api, bot):
 @pytest.mark.parametrize("url", ["/bots/halt-all", "/paper/stop-all", "/kill-switch"])
 def test_halt_bodies_are_checked(api, url):
     assert_invalid(send(api, "POST", url, '{"reason": "x", "force": true}'), "body.force")
-    assert_invalid(send(api, "POST", url, json.dumps({"reason": "x" * 301})), "body.reason")
+    # A long reason does not stop a halt: it is cut to what the ledger holds (tests/test_kill_switch_input.py).
+    fired = send(api, "POST", url, json.dumps({"reason": "x" * 301}))
+    assert fired.status_code == 200 and len(fired.json()["reason"]) <= 200
 
 
 @pytest.mark.parametrize("query,field", [

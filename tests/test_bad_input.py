@@ -143,9 +143,9 @@ def browser(operator):
 
 
 @pytest.fixture
-def bot(db):
+def bot(operator):
     return bot_create(name="target", strategy="sma_crossover", params={"fast": 3, "slow": 8},
-                      symbols=["ETH-USD", "BTC-USD"], timeframe="1d", risk={"max_drawdown_pct": 50})
+                      symbols=["ETH-USD", "BTC-USD"], timeframe="1d", risk={"max_drawdown_pct": 50}, owner=operator)
 
 
 # --- 1. a malformed bot config or risk block --------------------------------------------------------
