@@ -213,7 +213,9 @@ class Page(LimitOffsetPagination):
         else:
             total = next(iter(count), None)
             if total is None:
-                raise missing
+                if missing is not None:
+                    raise missing
+                total = 0  # a filter no row can match (Django folds it away): an empty page
         return {"items": items, "count": total}
 
 

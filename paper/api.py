@@ -14,6 +14,7 @@ from ninja.pagination import paginate
 
 from config.api import BODY, CSRF, FORBIDDEN, Out, Page, responses
 from config.auth import auth_user
+from config.errors import AppError
 from ledger import selectors
 from ledger.models import RunStatus
 from paper import runbook
@@ -214,7 +215,7 @@ def paper_equity(request: HttpRequest, run_id: RunId):
 
 @router.get("/paper/{run_id}/frames", response=responses(list[FrameOut], 404, 422))
 @paginate(Page)
-def paper_frames(request: HttpRequest, run_id: RunId, after_seq: int | None = Query(None, ge=0, le=2**31)):
+def paper_frames(request: HttpRequest, run_id: RunId, after_seq: int | None = Query(None, ge=0, le=2**31 - 1)):  # the seq column is 32-bit
     """Frames in seq order; `?after_seq=N` resumes after the last one a client has."""
     return selectors.run_frames(run=selectors.run_must_exist(run_id=run_id), after_seq=after_seq).values(
         *FrameOut.model_fields)
