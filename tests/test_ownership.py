@@ -390,3 +390,14 @@ def test_staff_change_anyones_bot_in_the_admin_and_see_the_owner(desk):
     assert response.status_code == 302
     assert PaperTradingRun.objects.get(pk=desk["run"].pk).status == RunStatus.ABORTED
     assert client.get("/admin/bots/bot/add/").context["adminform"].form.initial["owner"] == root.pk
+
+
+# --- the demo -------------------------------------------------------------------------------------
+
+def test_the_demo_bot_is_the_demo_operators(sample_data):
+    from paper.demo import DEMO_BOT, demo_bot_ensure
+
+    made_by_manage_py_demo = bot_create(**DEMO_BOT)  # before `serve` made the operator: nobody's
+    operator = User.objects.create_user("operator", is_staff=True, is_superuser=True)
+    bot, _ = demo_bot_ensure(owner=operator)
+    assert bot.pk == made_by_manage_py_demo.pk and Bot.objects.get(pk=bot.pk).owner == operator
