@@ -5,7 +5,10 @@ figures per trial: the HTTP round trip of `POST /kill-switch`, which answers onc
 is closed in the ledger (terminal: no bar, order or fill of theirs accepted after), and the time
 until the last session has woken and written its epilogue (cancelled orders, final metrics and
 its goodbye frame, stored with the time it was written).
-Usage: .venv/bin/python bench/killswitch.py [--sessions 50] [--trials 7]
+Usage: .venv/bin/python bench/killswitch.py [--sessions 50] [--trials 7] [--database-url URL]
+       [--redis-url URL] [--port PORT]
+(default: a scratch PostgreSQL database of its own on 127.0.0.1, dropped at exit, and Redis db 0 on
+127.0.0.1 under a key prefix of its own, whose keys are deleted at the end).
 """
 from __future__ import annotations
 
@@ -42,12 +45,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=50)
     parser.add_argument("--trials", type=int, default=7)
+    parser.add_argument("--database-url", help="a PostgreSQL database to use (default: a scratch one)")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--port", type=int, help="the server's port (default: a free one)")
     args = parser.parse_args()
-    db = recreate_pg_database("papertrade_bench_kill")
-    redis_url = "redis://127.0.0.1:6379/4"
+    db = args.database_url or recreate_pg_database("papertrade_bench_kill")
+    redis_url = args.redis_url
     flush_redis(redis_url)
     with tempfile.TemporaryDirectory() as tmp, Stack(mode="services", workdir=Path(tmp), database_url=db,
-                                                      redis_url=redis_url, processes=2, threads=32) as stack:
+                                                      redis_url=redis_url, processes=2, threads=32,
+                                                      port=args.port) as stack:
         api = Api(stack)
         wall, reported, epilogue = [], [], []
         for trial in range(args.trials):

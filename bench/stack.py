@@ -194,13 +194,13 @@ def descendants(root: int) -> list[int]:
 class Stack:
     def __init__(self, *, mode: str, workdir: Path, database_url: str | None = None, redis_url: str | None = None,
                  processes: int = 2, threads: int = 32, env: dict | None = None, embedded_threads: int = 64,
-                 serve_processes: int = 1, redis_prefix: str | None = None):
+                 serve_processes: int = 1, redis_prefix: str | None = None, port: int | None = None):
         """In services mode every Redis key the stack's processes make is under `redis_prefix`
         (REDIS_KEY_PREFIX); by default a unique one, whose keys stop() deletes."""
         assert mode in ("embedded", "services")
         self.mode = mode
         self.workdir = Path(workdir)
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
