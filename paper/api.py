@@ -2,6 +2,8 @@
 
 Reads go through ledger/selectors.py; stops through paper/sessions.py and risk/services.py.
 """
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -149,16 +151,56 @@ def _paper_root() -> Path:
     return root
 
 
+# A scan of the artifact root (health, alerts) runs in a thread of its own, not the request's;
+# the request waits for it at most PAPER_SCAN_TIMEOUT_SECONDS (a setting, default below), then
+# answers 503 (scan_timeout) with the reason. The reads themselves never wait
+# (paper/artifact_files.py); this bounds a slow root (a slow disk, thousands of folders). At
+# most SCAN_THREADS scans run at once, however many requests ask; a request that finds them all
+# busy waits for one within its timeout. Scan threads are daemons: one still running when its
+# request gave up never holds up the process's exit.
+SCAN_TIMEOUT_SECONDS = 20.0
+SCAN_THREADS = 2
+_scan_slots = threading.BoundedSemaphore(SCAN_THREADS)
+
+
+def _scan(what: str, compute, **kwargs) -> dict:
+    timeout = float(getattr(settings, "PAPER_SCAN_TIMEOUT_SECONDS", SCAN_TIMEOUT_SECONDS))
+    deadline = time.monotonic() + timeout
+    refused = AppError("scan_timeout", f"the {what} scan of the paper-session artifact root did not finish "
+                                       f"within {timeout:g} s; retry shortly", status=503)
+    if not _scan_slots.acquire(timeout=timeout):
+        raise refused
+    done, outcome = threading.Event(), {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = compute(_paper_root(), **kwargs)
+        except BaseException as exc:  # handed to the request, which raises it
+            outcome["error"] = exc
+        finally:
+            _scan_slots.release()
+            done.set()
+
+    threading.Thread(target=run, name=f"paper-scan-{what}", daemon=True).start()
+    if not done.wait(max(0.0, deadline - time.monotonic())):
+        raise refused
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 @router.get("/paper/health", response=responses(dict[str, Any]))
 def paper_health(request: HttpRequest):
-    """Counts by status, the latest session and the latest visible issue (artifact root)."""
-    return runbook.health(_paper_root(), now=datetime.now(UTC))
+    """Counts by status, the latest session and the latest visible issue (artifact root).
+    503 (scan_timeout) if the scan takes longer than PAPER_SCAN_TIMEOUT_SECONDS."""
+    return _scan("health", runbook.health, now=datetime.now(UTC))
 
 
 @router.get("/paper/alerts", response=responses(dict[str, Any], 422))
 def paper_alerts(request: HttpRequest, stale_minutes: float = Query(60.0, gt=0, le=525_600)):
-    """PAPER_SESSION_FAILED / _ABORTED / _STALE (and _UNREADABLE) alerts, as a JSON snapshot."""
-    return runbook.alerts(_paper_root(), now=datetime.now(UTC), stale_minutes=stale_minutes)
+    """PAPER_SESSION_FAILED / _ABORTED / _STALE (and _UNREADABLE) alerts, as a JSON snapshot.
+    503 (scan_timeout) if the scan takes longer than PAPER_SCAN_TIMEOUT_SECONDS."""
+    return _scan("alerts", runbook.alerts, now=datetime.now(UTC), stale_minutes=stale_minutes)
 
 
 @router.get("/paper/promotion", response=responses(dict[str, Any], 422))

@@ -1,16 +1,16 @@
 """Writing a run's artifact folder (paper sessions and research runs) per the contract.
 
-Every file is written atomically (temp file + rename), so a reader never sees half a file.
+Every file is written atomically (temp file + rename), so a reader never sees half a file, and
+readable as the umask says (artifact_files.atomic_write); a file is read back only through
+artifact_files (a regular file, no link followed).
 """
 from __future__ import annotations
 
-import csv
 import gc
 import io
 import json
 import os
 import socket
-import tempfile
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,8 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from paper import artifact_contract as c
+from paper import artifact_files as af
 
 MAX_PLOT_POINTS = 4000
+# The one writer of artifact files (paper/replay.py imports it under this name, from here).
+_atomic_write = af.atomic_write
 
 
 def now_iso() -> str:
@@ -48,31 +51,21 @@ def ts_iso(ts: int) -> str:
     return datetime.fromtimestamp(int(ts), UTC).isoformat()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, obj) -> None:
     _atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True, default=str, allow_nan=False) + "\n").encode())
 
 
 def trades_csv_bytes(fills) -> bytes:
-    """One row per fill, the same values paper_fills holds (floats as repr, so exact)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(c.TRADES_COLUMNS)
+    """One row per fill, the same values paper_fills holds (floats as repr, so exact). Text cells
+    (ids, symbol, side, liquidity) are formula-safe: one a spreadsheet would run gets a leading ',
+    and one holding a CR or a newline is quoted (artifact_files.csv_line)."""
+    text = af.formula_safe
+    lines = [af.csv_line(c.TRADES_COLUMNS)]
     for f in fills:
-        writer.writerow([f.fill_id, f.client_order_id, f.symbol, str(f.side), repr(f.qty), repr(f.price),
-                         repr(f.fee), str(f.liquidity), ts_iso(f.ts), f.bar_index])
-    return out.getvalue().encode()
+        lines.append(af.csv_line([
+            text(str(f.fill_id)), text(str(f.client_order_id)), text(str(f.symbol)), text(str(f.side)),
+            repr(f.qty), repr(f.price), repr(f.fee), text(str(f.liquidity)), ts_iso(f.ts), str(f.bar_index)]))
+    return "".join(lines).encode()
 
 
 # One chart at a time per process: rendering holds the GIL, so charts drawn in parallel threads
@@ -201,8 +194,10 @@ class RunArtifacts:
         """Pick up an existing status file (a later process finishing this folder)."""
         # A damaged file (garbage, a list, nesting deep enough to exhaust the parser, a symlink
         # loop) is replaced by the status written next, never a reason to fail the session's end.
+        # It is read as every read back is (artifact_files): a symlink, a FIFO or an oversized
+        # file in its place is damage too, never followed, waited on or read whole.
         try:
-            status = json.loads(self.path(c.STATUS).read_text(encoding="utf-8"))
+            status = json.loads(af.read_file(self.dir, c.STATUS).decode("utf-8"))
         except (OSError, ValueError, RecursionError):
             status = {}
         self._status = status if isinstance(status, dict) else {}

@@ -5,18 +5,16 @@ Reads only `<root>/<session_id>/` folders (no Django, no database), so it works 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
 import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from paper import artifact_contract as c
+from paper import artifact_files as af
 
 # Files a session writes when it starts; the rest only appear once it reaches a terminal status.
 START_FILES = (c.METADATA, c.STATUS, c.CONFIG)
@@ -30,7 +28,7 @@ UNKNOWN = "unknown"
 COUNTED_STATUSES = (*c.STATUSES, UNKNOWN)
 DEFAULT_STALE_MINUTES = 60.0
 # A session's JSON files are a few kilobytes; a bigger one is damage, and is not read into memory.
-MAX_JSON_BYTES = 8 * 1024 * 1024
+MAX_JSON_BYTES = af.MAX_JSON_BYTES
 # Longest value (a reason, an error message) shown from a session's files.
 MAX_TEXT = 2000
 
@@ -130,20 +128,12 @@ def _is_file(path: Path) -> bool:
         return False
 
 
-def _read_json(path: Path, name: str) -> tuple[dict | None, str | None]:
-    """(object, None) or (None, problem): a bad file is reported, never raised."""
+def _read_json(dir_fd: int, name: str) -> tuple[dict | None, str | None]:
+    """(object, None) or (None, problem): `name` in the opened session folder `dir_fd`, read as
+    artifact_files reads (a regular file, no link followed, never a wait, at most MAX_JSON_BYTES);
+    a bad file is reported, never raised."""
     try:
-        if path.is_symlink() and not path.exists():
-            return None, f"{name}: unreadable (a dangling symlink or a symlink loop)"
-        if not path.is_file():
-            return None, f"{name}: missing"
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            return None, f"{name}: too large ({size:,} bytes, at most {MAX_JSON_BYTES:,})"
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_JSON_BYTES + 1)  # a file that grows while it is read stays bounded
-        if len(data) > MAX_JSON_BYTES:
-            return None, f"{name}: too large (more than {MAX_JSON_BYTES:,} bytes)"
+        data = af.read_at(dir_fd, name, limit=MAX_JSON_BYTES)
         obj = json.loads(data.decode("utf-8"))
     except json.JSONDecodeError as exc:
         return None, f"{name}: not valid JSON (line {exc.lineno})"
@@ -151,6 +141,10 @@ def _read_json(path: Path, name: str) -> tuple[dict | None, str | None]:
         return None, f"{name}: not UTF-8 text"
     except RecursionError:
         return None, f"{name}: not valid JSON (nested too deeply)"
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):  # a folder in its place too
+        return None, f"{name}: missing"
+    except af.Refused as exc:  # a symlink, a FIFO, a device, a folder, too large
+        return None, f"{name}: {exc.strerror}"
     except OSError as exc:
         return None, f"{name}: unreadable ({exc.strerror or exc})"
     except ValueError as exc:  # e.g. an integer of more than 4,300 digits
@@ -196,35 +190,52 @@ def _outcome(record: SessionRecord) -> str | None:
     return None
 
 
+def _folder_open(session_dir: Path) -> tuple[int | None, str | None]:
+    """(descriptor, None) of a session folder, or (None, why it cannot be read at all). A symlink
+    in the folder's place is not followed: it is the session's issue, whatever it leads to."""
+    try:
+        return af.open_folder(session_dir), None
+    except af.Refused as exc:
+        return None, f"{exc.strerror}, not a folder"
+    except NotADirectoryError as exc:  # "a FIFO, not a folder" (or the kernel's "Not a directory")
+        return None, exc.strerror if "not a folder" in (exc.strerror or "") else "a file, not a folder"
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror or exc})"
+    except ValueError as exc:  # a NUL in the name
+        return None, f"unreadable ({exc})"
+
+
 def _folder_problem(session_dir: Path) -> str | None:
     """Why a session folder cannot be read at all, or None."""
-    try:
-        if session_dir.is_symlink() and not session_dir.exists():
-            return "a dangling symlink or a symlink loop, not a folder"
-        if not session_dir.is_dir():
-            return "a file, not a folder"
-        with os.scandir(session_dir):
-            pass
-    except OSError as exc:
-        return f"unreadable ({exc.strerror or exc})"
-    return None
+    fd, problem = _folder_open(session_dir)
+    if fd is not None:
+        os.close(fd)
+    return problem
 
 
 def session_read(session_dir: Path) -> SessionRecord:
     """One session folder as a record; whatever is wrong with it lands in problems/issue."""
     session_dir = Path(session_dir)
     record = SessionRecord(session_id=printable(session_dir.name), path=session_dir)
-    status_problems: list[str] = []
-    problems: list[str] = []
-    folder_problem = _folder_problem(session_dir)
+    dir_fd, folder_problem = _folder_open(session_dir)
     if folder_problem:
         record.problems, record.issue = [folder_problem], folder_problem
         record.missing = list(c.CANONICAL_FILES)
         return record
+    try:
+        return _session_read_at(record, dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _session_read_at(record: SessionRecord, dir_fd: int) -> SessionRecord:
+    session_dir = record.path
+    status_problems: list[str] = []
+    problems: list[str] = []
     if record.session_id != session_dir.name:
         problems.append(f"session folder: name {record.session_id!r} is not UTF-8")
 
-    status_doc, problem = _read_json(session_dir / c.STATUS, c.STATUS)
+    status_doc, problem = _read_json(dir_fd, c.STATUS)
     if problem:
         status_problems.append(problem)
     else:
@@ -257,7 +268,7 @@ def session_read(session_dir: Path) -> SessionRecord:
         if sid not in (None, "") and sid != record.session_id:
             problems.append(f"{c.STATUS}: session_id {_shown(sid)} does not match folder {record.session_id!r}")
 
-    metadata, problem = _read_json(session_dir / c.METADATA, c.METADATA)
+    metadata, problem = _read_json(dir_fd, c.METADATA)
     if problem:
         problems.append(problem)
     else:
@@ -271,26 +282,33 @@ def session_read(session_dir: Path) -> SessionRecord:
         if sid != record.session_id:
             problems.append(f"{c.METADATA}: session_id {_shown(sid)} does not match folder {record.session_id!r}")
 
+    refused: dict[str, str] = {}  # canonical names whose entry is not a regular file: why
     for name in c.CANONICAL_FILES:
-        if _is_file(session_dir / name):
+        state = af.file_state(dir_fd, name)
+        if state is None:
             record.artifacts[name] = name
         else:
             record.missing.append(name)
+            if state != "missing":
+                refused[name] = state
 
     # Missing files only count as a problem once the session should have written them; the
     # status file's own absence is already the headline.
     expected = c.CANONICAL_FILES if record.status == c.SUCCESS else START_FILES
-    problems.extend(f"{name}: missing" for name in record.missing
-                    if name in expected and name not in (c.STATUS, c.METADATA))
+    # A hostile entry (a symlink, a FIFO, a device) is a problem whatever the status; the two
+    # files read above already said what is wrong with them.
+    problems.extend(f"{name}: {refused[name]}" if name in refused else f"{name}: missing"
+                    for name in record.missing
+                    if (name in expected or name in refused) and name not in (c.STATUS, c.METADATA))
 
     if c.METRICS not in record.missing:
-        metrics, problem = _read_json(session_dir / c.METRICS, c.METRICS)
+        metrics, problem = _read_json(dir_fd, c.METRICS)
         if problem:
             problems.append(problem)
         else:
             record.metrics = json_safe(metrics)
     if c.REPORT not in record.missing:
-        report, problem = _read_json(session_dir / c.REPORT, c.REPORT)
+        report, problem = _read_json(dir_fd, c.REPORT)
         if problem:
             problems.append(problem)
         else:
@@ -301,7 +319,7 @@ def session_read(session_dir: Path) -> SessionRecord:
             if record.request_id is None:
                 record.request_id = _text(contract.get("request_id"))
     if c.CONFIG not in record.missing:
-        _, problem = _read_json(session_dir / c.CONFIG, c.CONFIG)
+        _, problem = _read_json(dir_fd, c.CONFIG)
         if problem:
             problems.append(problem)
 
@@ -389,22 +407,25 @@ def _folder_signature(session_dir: Path) -> tuple | None:
     folder cannot be listed (it is then read afresh, and its problem reported)."""
     entries = []
     try:
+        # The folder's own entry first: a symlink in its place and the real folder moved there
+        # read differently (session_read does not follow the link) with the same contents.
+        own = os.lstat(session_dir)
         stack = [("", os.fspath(session_dir))]
         while stack:
             prefix, folder = stack.pop()
             with os.scandir(folder) as listing:
                 for entry in listing:
                     try:
-                        st = entry.stat()
+                        st = entry.stat(follow_symlinks=False)  # what session_read sees: links are not followed
                     except OSError:
                         entries.append((prefix + entry.name, None))
                         continue
                     entries.append((prefix + entry.name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode))
-                    if not prefix and entry.is_dir():
+                    if not prefix and entry.is_dir(follow_symlinks=False):
                         stack.append((entry.name + "/", entry.path))
     except OSError:
         return None
-    return tuple(sorted(entries, key=lambda e: e[0]))
+    return ((own.st_ino, own.st_mode), *sorted(entries, key=lambda e: e[0]))
 
 
 def session_show(root_or_dir: Path, session: str | None = None) -> SessionRecord:
@@ -553,28 +574,22 @@ def index_row(record: SessionRecord) -> dict:
 
 
 def csv_cell(value) -> str:
-    """How an index value is spelled in the CSV (None is empty, booleans lower-case like JSON)."""
+    """How an index value is spelled in the CSV (None is empty, booleans lower-case like JSON).
+
+    Text a spreadsheet would run as a formula (a bot named '=HYPERLINK(...)', a reason starting
+    with '-') gets a leading apostrophe (`artifact_files.formula_safe`); numbers stay numbers.
+    """
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, dict | list):
         return json.dumps(value, sort_keys=True)
-    return str(value)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    # Same folder as the target, so os.replace is a rename and a reader never sees half a file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return af.formula_safe(str(value))
 
 
 def index_write(root: Path, cache: dict | None = None) -> tuple[Path, Path]:
@@ -584,15 +599,13 @@ def index_write(root: Path, cache: dict | None = None) -> tuple[Path, Path]:
     """
     root = _root_dir(root)
     rows = [index_row(r) for r in sessions_scan(root, cache)]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(INDEX_COLUMNS)
-    for row in rows:
-        writer.writerow([csv_cell(row[col]) for col in INDEX_COLUMNS])
+    # artifact_files.csv_line, not csv.writer: a CR inside a cell must be quoted too.
+    text = af.csv_line(INDEX_COLUMNS) + "".join(af.csv_line([csv_cell(row[col]) for col in INDEX_COLUMNS])
+                                               for row in rows)
     csv_path, json_path = root / c.INDEX_CSV, root / c.INDEX_JSON
-    _atomic_write(csv_path, out.getvalue())
+    af.atomic_write(csv_path, text)
     doc = json_safe({"root": str(root), "sessions": rows})
-    _atomic_write(json_path, json.dumps(doc, indent=2, default=str, allow_nan=False) + "\n")
+    af.atomic_write(json_path, json.dumps(doc, indent=2, default=str, allow_nan=False) + "\n")
     return csv_path, json_path
 
 

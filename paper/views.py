@@ -4,6 +4,7 @@ Views validate input, call ledger/selectors, paper/sessions or paper/runbook, an
 """
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
@@ -23,7 +24,7 @@ from bots.selectors import bot_list
 from config.errors import AppError
 from ledger import selectors as ledger
 from ledger.models import PaperTradingRun, RunStatus
-from paper import artifact_contract, runbook
+from paper import artifact_contract, artifact_files, runbook
 from paper.sessions import session_stop
 from risk.services import REARM_POLICY, kill_switch_may_rearm, kill_switch_state
 
@@ -201,8 +202,9 @@ def _positions(run: PaperTradingRun, last_frame: dict | None) -> list[dict]:
 
 
 def _artifacts(run: PaperTradingRun) -> list[dict]:
+    # "exists" as the download sees it: a regular file, no link followed (session_artifact).
     folder = paper_root() / run.id
-    return [{"name": name, "exists": (folder / name).is_file()} for name in artifact_contract.CANONICAL_FILES]
+    return [{"name": name, "exists": artifact_files.is_regular(folder, name)} for name in artifact_contract.CANONICAL_FILES]
 
 
 def metric_rows(metrics: dict | None) -> list[tuple[str, object]]:
@@ -268,11 +270,16 @@ def session_artifact(request: HttpRequest, run_id: str, name: str) -> HttpRespon
     run = _run_or_none(run_id)
     if run is None:
         return not_found(request, f"There is no paper session {run_id!r}.")
-    folder = (paper_root() / run.id).resolve()
-    path = (folder / name).resolve()
-    if not path.is_relative_to(folder) or not path.is_file():
+    # Read as artifact_files reads: the session folder and every name in it as they are (a
+    # symlink, even to a file inside the root, is refused), regular files only, at most their
+    # kind's limit, no open that waits (a FIFO, /proc/kmsg). The bytes are in memory anyway:
+    # config/asgi.py reads a synchronous stream whole before sending it.
+    try:
+        data = artifact_files.read_file(paper_root() / run.id, name)
+    except (OSError, ValueError):
         return not_found(request, f"{name} has not been written for session {run.id} yet.")
-    return FileResponse(path.open("rb"), content_type=ARTIFACT_TYPES[path.suffix])
+    return FileResponse(io.BytesIO(data), content_type=ARTIFACT_TYPES[Path(name).suffix],
+                        filename=Path(name).name)
 
 
 # --- the runbook pages: the same computations as `manage.py run --paper-sessions-*` -------------
