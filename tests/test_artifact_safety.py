@@ -293,7 +293,13 @@ def test_the_helper_refuses_what_is_not_a_regular_file_and_reads_what_is(tmp_pat
     (tmp_path / "link").symlink_to(folder)
     with pytest.raises(af.Refused, match="a symlink"):
         af.read_file(tmp_path / "link", "a.json")
-    assert af.file_state(os.open(folder, os.O_RDONLY), "f.json") == "a FIFO, not a regular file"
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert af.file_state(dir_fd, "f.json") == "a FIFO, not a regular file"
+        assert af.file_state(dir_fd, "l.json").startswith("a symlink to ")
+        assert af.file_state(dir_fd, "nope.json") == "missing" and af.file_state(dir_fd, "a.json") is None
+    finally:
+        os.close(dir_fd)
 
 
 # -- the API: health and alerts ---------------------------------------------------------------------
