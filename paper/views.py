@@ -226,9 +226,9 @@ def session_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     plan = (run.config_snapshot or {}).get("session") or {}
     return page(request, "paper/session_detail.html", {
         "run": run,
+        "can_stop": run_may_change(request.user, run),
         "plan": plan,
         "bars_total": plan.get("n_bars"),
-        "can_stop": run_may_change(request.user, run),
         "equity": run.ending_equity if run.ending_equity is not None else run.starting_cash,
         "positions": _positions(run, frames[-1].payload if frames else None),
         "orders": list(ledger.run_orders(run=run).reverse()[:LEDGER_ROWS]),
@@ -251,10 +251,10 @@ def session_stop_view(request: HttpRequest, run_id: str) -> HttpResponse:
     try:
         report = session_stop(run_id=run_id, user=request.user)
     except AppError as exc:
-        if not is_htmx(request):
-            return not_found(request, exc.message)
         if exc.status == 403:
             return forbidden(request, exc.message)
+        if not is_htmx(request):
+            return not_found(request, exc.message)
         return render(request, "dashboard/error_fragment.html", {"message": exc.message}, status=exc.status)
     if not is_htmx(request):
         return back(request)
