@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import io
 import json
+import logging
 import os
 import socket
 import threading
@@ -23,6 +24,7 @@ from paper import artifact_files as af
 MAX_PLOT_POINTS = 4000
 # The one writer of artifact files (paper/replay.py imports it under this name, from here).
 _atomic_write = af.atomic_write
+log = logging.getLogger(__name__)
 
 
 def now_iso() -> str:
@@ -225,9 +227,20 @@ class RunArtifacts:
         equity = result.equity if result is not None else np.zeros(0)
         ts = result.ts if result is not None else np.zeros(0, dtype=np.int64)
         starting_cash = result.starting_cash if result is not None else extra_metrics.get("starting_cash", 0.0)
-        _atomic_write(self.path(c.EQUITY_PNG), _plot(ts, equity, title=f"{title} equity", ylabel="equity"))
-        _atomic_write(self.path(c.DRAWDOWN_PNG), _plot(ts, drawdown_curve(equity, starting_cash),
-                                                         title=f"{title} drawdown", ylabel="drawdown %", fill_below=True))
+        # A chart that cannot be drawn or written costs that chart only: the reports and the
+        # terminal status below are still written, and report.json says which chart is missing.
+        charts = {
+            c.EQUITY_PNG: lambda: _plot(ts, equity, title=f"{title} equity", ylabel="equity"),
+            c.DRAWDOWN_PNG: lambda: _plot(ts, drawdown_curve(equity, starting_cash), title=f"{title} drawdown",
+                                          ylabel="drawdown %", fill_below=True),
+        }
+        chart_errors = {}
+        for name, draw in charts.items():
+            try:
+                _atomic_write(self.path(name), draw())
+            except Exception as exc:
+                log.exception("session %s: chart %s not written", self.run_id, name)
+                chart_errors[name] = f"{type(exc).__name__}: {exc}"[:300]
         finished = self._status.get("finished_at") if self._status.get("terminal") else None
         finished = finished if _is_time(finished) else now_iso()
         started = self._status.get("started_at") or finished
@@ -244,6 +257,8 @@ class RunArtifacts:
             "artifacts": self.relative_paths(),
             "error": {"type": error_type, "message": error_message} if error_type else None,
         }
+        if chart_errors:
+            report["chart_errors"] = chart_errors
         write_json(self.path(c.REPORT), report)
         _atomic_write(self.path(c.RUN_REPORT), run_report_md(self.run_id, report, duration).encode())
         self._status.update(

@@ -109,3 +109,33 @@ def test_a_session_ending_while_redis_is_down_ends_once_with_every_artifact(
     status = (folder / artifact_contract.STATUS).read_text()
     assert '"success"' in status
     assert PaperTradingRun.objects.filter(pk=run.id, status="success").exists()
+
+
+def test_charts_that_cannot_be_written_cost_only_the_charts(ready_bot, monkeypatch, settings):
+    """Chart rendering or writing fails (here: `artifacts/` is a file, so no PNG can go in it):
+    the session's ending stands and every other artifact is written, report.json naming the
+    missing charts."""
+    import json
+
+    run = session_start(bot=ready_bot, request=SessionRequest(
+        starting_cash=100_000, duration_minutes=BARS, seed=2, pace=60_000.0))
+    folder = settings.OUTPUTS_DIR / "paper_sessions" / run.id
+    real = sessions.ledger.session_bar_persist
+
+    def persist(**kw):
+        out = real(**kw)
+        if kw["bars_processed"] == BARS - 1:
+            shutil.rmtree(folder / artifact_contract.ARTIFACTS_DIR, ignore_errors=True)
+            (folder / artifact_contract.ARTIFACTS_DIR).write_text("not a folder")
+        return out
+
+    monkeypatch.setattr(sessions.ledger, "session_bar_persist", persist)
+    assert session_execute(run.id) == "success"
+    stages = list(PaperFrame.objects.filter(paper_run=run).order_by("seq").values_list("stage", flat=True))
+    assert [s for s in stages if s in TERMINAL_FRAME_STAGES] == ["session.completed"]
+    charts = {artifact_contract.EQUITY_PNG, artifact_contract.DRAWDOWN_PNG}
+    missing = {name for name in artifact_contract.CANONICAL_FILES if not (folder / name).is_file()}
+    assert missing == charts
+    report = json.loads((folder / artifact_contract.REPORT).read_text())
+    assert set(report["chart_errors"]) == charts and report["status"] == "success"
+    assert json.loads((folder / artifact_contract.STATUS).read_text())["terminal"] is True
