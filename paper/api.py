@@ -2,8 +2,6 @@
 
 Reads go through ledger/selectors.py; stops through paper/sessions.py and risk/services.py.
 """
-import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,10 +14,10 @@ from ninja.pagination import paginate
 
 from config.api import BODY, CSRF, FORBIDDEN, Out, Page, responses
 from config.auth import auth_user
-from config.errors import AppError
 from ledger import selectors
 from ledger.models import RunStatus
 from paper import runbook
+from paper.artifact_scan import root_scan
 from paper.models import ApiToken
 from paper.sessions import session_stop
 from paper.tokens import api_token_for, api_token_revoke, api_tokens_of
@@ -145,62 +143,18 @@ def paper_stop_all(request: HttpRequest, payload: HaltIn | None = None):
 # --- the runbook's computations (paper/runbook.py), the same as the operator commands --------------
 # Declared before /paper/{run_id} so these names are never read as run ids.
 
-def _paper_root() -> Path:
-    root = settings.OUTPUTS_DIR / "paper_sessions"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-# A scan of the artifact root (health, alerts) runs in a thread of its own, not the request's;
-# the request waits for it at most PAPER_SCAN_TIMEOUT_SECONDS (a setting, default below), then
-# answers 503 (scan_timeout) with the reason. The reads themselves never wait
-# (paper/artifact_files.py); this bounds a slow root (a slow disk, thousands of folders). At
-# most SCAN_THREADS scans run at once, however many requests ask; a request that finds them all
-# busy waits for one within its timeout. Scan threads are daemons: one still running when its
-# request gave up never holds up the process's exit.
-SCAN_TIMEOUT_SECONDS = 20.0
-SCAN_THREADS = 2
-_scan_slots = threading.BoundedSemaphore(SCAN_THREADS)
-
-
-def _scan(what: str, compute, **kwargs) -> dict:
-    timeout = float(getattr(settings, "PAPER_SCAN_TIMEOUT_SECONDS", SCAN_TIMEOUT_SECONDS))
-    deadline = time.monotonic() + timeout
-    refused = AppError("scan_timeout", f"the {what} scan of the paper-session artifact root did not finish "
-                                       f"within {timeout:g} s; retry shortly", status=503)
-    if not _scan_slots.acquire(timeout=timeout):
-        raise refused
-    done, outcome = threading.Event(), {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = compute(_paper_root(), **kwargs)
-        except BaseException as exc:  # handed to the request, which raises it
-            outcome["error"] = exc
-        finally:
-            _scan_slots.release()
-            done.set()
-
-    threading.Thread(target=run, name=f"paper-scan-{what}", daemon=True).start()
-    if not done.wait(max(0.0, deadline - time.monotonic())):
-        raise refused
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
 @router.get("/paper/health", response=responses(dict[str, Any]))
 def paper_health(request: HttpRequest):
     """Counts by status, the latest session and the latest visible issue (artifact root).
     503 (scan_timeout) if the scan takes longer than PAPER_SCAN_TIMEOUT_SECONDS."""
-    return _scan("health", runbook.health, now=datetime.now(UTC))
+    return root_scan("health", runbook.health, now=datetime.now(UTC))
 
 
 @router.get("/paper/alerts", response=responses(dict[str, Any], 422))
 def paper_alerts(request: HttpRequest, stale_minutes: float = Query(60.0, gt=0, le=525_600)):
     """PAPER_SESSION_FAILED / _ABORTED / _STALE (and _UNREADABLE) alerts, as a JSON snapshot.
     503 (scan_timeout) if the scan takes longer than PAPER_SCAN_TIMEOUT_SECONDS."""
-    return _scan("alerts", runbook.alerts, now=datetime.now(UTC), stale_minutes=stale_minutes)
+    return root_scan("alerts", runbook.alerts, now=datetime.now(UTC), stale_minutes=stale_minutes)
 
 
 @router.get("/paper/promotion", response=responses(dict[str, Any], 422))
@@ -214,7 +168,7 @@ def paper_promotion(
     """Ready candidates and blocked sessions against the promotion contract (thresholds included)."""
     overrides = {k: v for k, v in {"min_bars": min_bars, "min_trades": min_trades, "min_sharpe": min_sharpe,
                                    "max_drawdown": max_drawdown}.items() if v is not None}
-    return runbook.promotion(_paper_root(), contract=runbook.PromotionContract(**overrides))
+    return root_scan("promotion", runbook.promotion, contract=runbook.PromotionContract(**overrides))
 
 
 @router.get("/paper", response=responses(list[RunOut], 422))

@@ -25,6 +25,7 @@ from config.errors import AppError
 from ledger import selectors as ledger
 from ledger.models import PaperTradingRun, RunStatus
 from paper import artifact_contract, artifact_files, runbook
+from paper.artifact_scan import ScanTimeout, paper_root, root_scan
 from paper.sessions import session_stop
 from risk.services import REARM_POLICY, kill_switch_may_rearm, kill_switch_state
 
@@ -73,23 +74,22 @@ def back(request: HttpRequest) -> HttpResponse:
     return redirect("/")
 
 
-def paper_root() -> Path:
-    root = settings.OUTPUTS_DIR / "paper_sessions"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
 def topbar_state(user) -> dict:
     """What the top bar shows on every page: the latch (and whether `user` may re-arm it), live
-    session counts, active alerts."""
-    snapshot = runbook.alerts(paper_root(), now=datetime.now(UTC), stale_minutes=runbook.DEFAULT_STALE_MINUTES)
+    session counts, active alerts ("?" while the artifact root's scan is too slow to wait for)."""
+    try:
+        snapshot = root_scan("alerts", runbook.alerts, now=datetime.now(UTC),
+                             stale_minutes=runbook.DEFAULT_STALE_MINUTES)
+        alerts = len(snapshot["alerts"])
+    except ScanTimeout:
+        alerts = "?"
     return {
         "switch": kill_switch_state(),
         "can_rearm": user is not None and user.is_authenticated and kill_switch_may_rearm(user),
         "rearm_policy": REARM_POLICY,
         "running": ledger.runs_list(status=RunStatus.RUNNING).count(),
         "queued": ledger.runs_list(status=RunStatus.QUEUED).count(),
-        "alerts": len(snapshot["alerts"]),
+        "alerts": alerts,
     }
 
 
@@ -110,6 +110,13 @@ def forbidden(request: HttpRequest, message: str) -> HttpResponse:
     if is_htmx(request):
         return render(request, "dashboard/error_fragment.html", {"message": message}, status=403)
     return page(request, "dashboard/forbidden.html", {"message": message}, status=403)
+
+
+def unavailable(request: HttpRequest, message: str) -> HttpResponse:
+    """A dashboard 503 with the reason (a scan of the artifact root that took too long)."""
+    if is_htmx(request):
+        return render(request, "dashboard/error_fragment.html", {"message": message}, status=503)
+    return page(request, "dashboard/unavailable.html", {"message": message}, status=503)
 
 
 CSRF_REFUSED = ("The server refused the request: the page's security token (CSRF) is missing or stale. "
@@ -287,11 +294,12 @@ def session_artifact(request: HttpRequest, run_id: str, name: str) -> HttpRespon
 @operator_required
 @require_GET
 def health(request: HttpRequest) -> HttpResponse:
-    root = paper_root()
-    return page(request, "paper/health.html", {
-        "health": runbook.health(root, now=datetime.now(UTC)),
-        "records": list(reversed(runbook.sessions_scan(root)))[:SESSION_ROWS],
-    })
+    try:
+        health, records = root_scan("health", lambda root: (runbook.health(root, now=datetime.now(UTC)),
+                                                            runbook.sessions_scan(root)))
+    except ScanTimeout as exc:
+        return unavailable(request, exc.message)
+    return page(request, "paper/health.html", {"health": health, "records": list(reversed(records))[:SESSION_ROWS]})
 
 
 class AlertsForm(forms.Form):
@@ -306,7 +314,10 @@ def alerts(request: HttpRequest) -> HttpResponse:
     stale = runbook.DEFAULT_STALE_MINUTES
     if form.is_bound and form.is_valid() and form.cleaned_data["stale_minutes"] is not None:
         stale = form.cleaned_data["stale_minutes"]
-    snapshot = runbook.alerts(paper_root(), now=datetime.now(UTC), stale_minutes=stale)
+    try:
+        snapshot = root_scan("alerts", runbook.alerts, now=datetime.now(UTC), stale_minutes=stale)
+    except ScanTimeout as exc:
+        return unavailable(request, exc.message)
     return page(request, "paper/alerts.html", {"form": form, "alerts": snapshot})
 
 
@@ -329,4 +340,8 @@ def promotion(request: HttpRequest) -> HttpResponse:
     except runbook.RunbookError as exc:
         form.add_error(None, str(exc))
         contract = runbook.PromotionContract()
-    return page(request, "paper/promotion.html", {"form": form, "promotion": runbook.promotion(paper_root(), contract=contract)})
+    try:
+        report = root_scan("promotion", runbook.promotion, contract=contract)
+    except ScanTimeout as exc:
+        return unavailable(request, exc.message)
+    return page(request, "paper/promotion.html", {"form": form, "promotion": report})

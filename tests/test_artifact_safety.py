@@ -356,7 +356,7 @@ def test_api_health_and_alerts_answer_over_a_hostile_root(settings, token):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_scan_that_takes_too_long_is_a_503_with_the_reason(settings, token):
-    from paper import api as paper_api
+    from paper import artifact_scan
 
     root = settings.OUTPUTS_DIR / "paper_sessions"
     for i in range(60):  # a few dozen milliseconds of reading, well past the timeout below
@@ -369,9 +369,9 @@ def test_a_scan_that_takes_too_long_is_a_503_with_the_reason(settings, token):
         assert "did not finish within 0.001 s" in body["detail"], body
     # The abandoned scans finish by themselves and give their slots back.
     deadline = time.monotonic() + LIMIT
-    while paper_api._scan_slots._value < paper_api.SCAN_THREADS and time.monotonic() < deadline:
+    while artifact_scan._slots._value < artifact_scan.SCAN_THREADS and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert paper_api._scan_slots._value == paper_api.SCAN_THREADS
+    assert artifact_scan._slots._value == artifact_scan.SCAN_THREADS
     settings.PAPER_SCAN_TIMEOUT_SECONDS = LIMIT
     app, call = asgi_request("/paper/health", token)
     assert bounded(asyncio.run, call(app, time.monotonic()))[0] == 200
@@ -381,7 +381,7 @@ def test_a_scan_that_takes_too_long_is_a_503_with_the_reason(settings, token):
 def test_other_requests_are_served_while_health_waits_for_a_scan(settings, token):
     """Both scan threads held (as by two scans that never end): /paper/health waits its timeout and
     answers 503, and meanwhile the same ASGI app serves another request at once."""
-    from paper import api as paper_api
+    from paper import artifact_scan
 
     fx.session_write(settings.OUTPUTS_DIR / "paper_sessions", fx.SPECS[0])
     settings.PAPER_SCAN_TIMEOUT_SECONDS = 2.0
@@ -396,13 +396,13 @@ def test_other_requests_are_served_while_health_waits_for_a_scan(settings, token
         assert not waiting.done(), "health did not wait for the scan"
         return served, await waiting
 
-    for _ in range(paper_api.SCAN_THREADS):
-        assert paper_api._scan_slots.acquire(timeout=1)
+    for _ in range(artifact_scan.SCAN_THREADS):
+        assert artifact_scan._slots.acquire(timeout=1)
     try:
         (status, page, at), (health_status, body, health_at) = bounded(asyncio.run, both())
     finally:
-        for _ in range(paper_api.SCAN_THREADS):
-            paper_api._scan_slots.release()
+        for _ in range(artifact_scan.SCAN_THREADS):
+            artifact_scan._slots.release()
     assert status == 200 and "items" in page and at < 2.0, (status, at)
     assert health_status == 503 and body["code"] == "scan_timeout" and health_at >= 2.0, (health_status, health_at)
     assert bounded(asyncio.run, health(app, time.monotonic()))[0] == 200  # slots back: scans run again
@@ -556,3 +556,29 @@ def test_trades_csv_text_cells_are_formula_safe():
     cells = dict(zip(header, row, strict=True))
     assert cells["order_id"] == "'@SUM(1+1)" and cells["symbol"] == """'=cmd|"/C calc"!A0"""
     assert cells["fill_id"] == "f000001" and cells["price"] == "-0.25" and cells["qty"] == "1.5"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_dashboard_scans_are_bounded_too(settings, client, django_user_model):
+    """The dashboard's health, alerts and promotion pages and the top bar (on every page) scan
+    through the same bounded scan: with every scan thread busy, the pages answer 503 with the
+    reason and the top bar shows "?" alerts, instead of holding the request."""
+    from paper import artifact_scan
+
+    user = django_user_model.objects.create_user("viewer", password="pw-123456")
+    client.force_login(user)
+    fx.session_write(settings.OUTPUTS_DIR / "paper_sessions", fx.SPECS[0])
+    settings.PAPER_SCAN_TIMEOUT_SECONDS = 0.2
+    for _ in range(artifact_scan.SCAN_THREADS):
+        assert artifact_scan._slots.acquire(timeout=1)
+    try:
+        for url in ("/ui/health/", "/ui/alerts/", "/ui/promotion/"):
+            response = client.get(url)
+            assert response.status_code == 503, (url, response.status_code)
+            assert b"did not finish within 0.2 s" in response.content
+        sessions = client.get("/ui/sessions/")
+        assert sessions.status_code == 200 and b'data-count="alerts">?<' in sessions.content
+    finally:
+        for _ in range(artifact_scan.SCAN_THREADS):
+            artifact_scan._slots.release()
+    assert client.get("/ui/health/").status_code == 200
