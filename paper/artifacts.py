@@ -147,18 +147,29 @@ class RunArtifacts:
     def path(self, name: str) -> Path:
         return self.dir / name
 
+    def target(self, name: str) -> Path:
+        """Where `name` is written. A session folder (or a folder inside it) that is a link is
+        refused (artifact_files.Refused): writes never follow a link out of the root."""
+        folder = self.dir
+        for part in (None, *Path(name).parts[:-1]):
+            folder = folder if part is None else folder / part
+            if folder.is_symlink():
+                raise af.Refused(f"{folder} is a symlink; nothing is written through it")
+        return self.dir / name
+
     def relative_paths(self) -> dict[str, str]:
         return {name: name for name in c.CANONICAL_FILES}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, *, metadata: dict, config: dict, bars_total: int, started_at: str | None = None) -> None:
+        self.target(c.METADATA)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / c.ARTIFACTS_DIR).mkdir(exist_ok=True)
-        write_json(self.path(c.METADATA), {
+        write_json(self.target(c.METADATA), {
             "schema_version": c.SCHEMA_VERSION, "session_id": self.run_id, "command": "run",
             "created_at": now_iso(), "host": socket.gethostname(), "pid": os.getpid(), **metadata,
         })
-        write_json(self.path(c.CONFIG), config)
+        write_json(self.target(c.CONFIG), config)
         started = started_at or now_iso()
         self._status = {
             "schema_version": c.SCHEMA_VERSION, "session_id": self.run_id, "status": c.RUNNING, "terminal": False,
@@ -166,13 +177,13 @@ class RunArtifacts:
             "updated_at": started, "bars_processed": 0, "bars_total": bars_total, "error_type": None,
             "error_message": None,
         }
-        write_json(self.path(c.STATUS), self._status)
+        write_json(self.target(c.STATUS), self._status)
 
     def heartbeat(self, *, bars_processed: int) -> None:
         if not self._status:
             return
         self._status.update(updated_at=now_iso(), bars_processed=bars_processed)
-        write_json(self.path(c.STATUS), self._status)
+        write_json(self.target(c.STATUS), self._status)
 
     def mark_terminal(self, *, status: str, status_reason: str, bars_processed: int,
                       error_type: str = "", error_message: str = "") -> None:
@@ -183,14 +194,14 @@ class RunArtifacts:
         self._status.update(status=status, terminal=True, status_reason=status_reason, finished_at=finished,
                             duration_seconds=round(duration, 3), updated_at=finished, bars_processed=bars_processed,
                             error_type=error_type or None, error_message=error_message or None)
-        write_json(self.path(c.STATUS), self._status)
+        write_json(self.target(c.STATUS), self._status)
 
     def incidents_set(self, incidents: list[dict]) -> None:
         """Record the faults the session recovered from (status.json `incidents`)."""
         if not self._status:
             return
         self._status["incidents"] = incidents
-        write_json(self.path(c.STATUS), self._status)
+        write_json(self.target(c.STATUS), self._status)
 
     def load_status(self) -> None:
         """Pick up an existing status file (a later process finishing this folder)."""
@@ -221,9 +232,9 @@ class RunArtifacts:
         """Write metrics, trades, charts, reports and the terminal status (last)."""
         metrics = dict(result.metrics) if result is not None else {}
         metrics.update(extra_metrics)
-        write_json(self.path(c.METRICS), metrics)
+        write_json(self.target(c.METRICS), metrics)
         fills = result.fills if result is not None else []
-        _atomic_write(self.path(c.TRADES), trades_csv_bytes(fills))
+        _atomic_write(self.target(c.TRADES), trades_csv_bytes(fills))
         equity = result.equity if result is not None else np.zeros(0)
         ts = result.ts if result is not None else np.zeros(0, dtype=np.int64)
         starting_cash = result.starting_cash if result is not None else extra_metrics.get("starting_cash", 0.0)
@@ -237,7 +248,7 @@ class RunArtifacts:
         chart_errors = {}
         for name, draw in charts.items():
             try:
-                _atomic_write(self.path(name), draw())
+                _atomic_write(self.target(name), draw())
             except Exception as exc:
                 log.exception("session %s: chart %s not written", self.run_id, name)
                 chart_errors[name] = f"{type(exc).__name__}: {exc}"[:300]
@@ -259,14 +270,14 @@ class RunArtifacts:
         }
         if chart_errors:
             report["chart_errors"] = chart_errors
-        write_json(self.path(c.REPORT), report)
-        _atomic_write(self.path(c.RUN_REPORT), run_report_md(self.run_id, report, duration).encode())
+        write_json(self.target(c.REPORT), report)
+        _atomic_write(self.target(c.RUN_REPORT), run_report_md(self.run_id, report, duration).encode())
         self._status.update(
             status=status, terminal=True, status_reason=status_reason, finished_at=finished,
             duration_seconds=round(duration, 3), updated_at=finished,
             bars_processed=len(equity), error_type=error_type or None, error_message=error_message or None,
         )
-        write_json(self.path(c.STATUS), self._status)
+        write_json(self.target(c.STATUS), self._status)
 
 
 def _fmt(value, kind: str = "num") -> str:

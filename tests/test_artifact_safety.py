@@ -582,3 +582,35 @@ def test_dashboard_scans_are_bounded_too(settings, client, django_user_model):
         for _ in range(artifact_scan.SCAN_THREADS):
             artifact_scan._slots.release()
     assert client.get("/ui/health/").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_writes_never_follow_a_symlinked_session_folder(settings, tmp_path):
+    """A session folder replaced by a link to somewhere else (here mid-session): the session's
+    later writes are refused, nothing lands outside the root, and the session still ends."""
+    import shutil
+
+    from paper.artifacts import RunArtifacts
+
+    root = settings.OUTPUTS_DIR / "paper_sessions"
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    artifacts = RunArtifacts(root, "ps_link")
+    artifacts.start(metadata={"mode": "live"}, config={}, bars_total=3)
+    shutil.rmtree(root / "ps_link")
+    (root / "ps_link").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(af.Refused):
+        artifacts.heartbeat(bars_processed=1)
+    with pytest.raises(af.Refused):
+        artifacts.mark_terminal(status=c.SUCCESS, status_reason="completed", bars_processed=3)
+    assert list(outside.iterdir()) == []
+    linked = RunArtifacts(root, "ps_inner")
+    linked.start(metadata={"mode": "live"}, config={}, bars_total=3)
+    shutil.rmtree(root / "ps_inner" / c.ARTIFACTS_DIR)
+    (root / "ps_inner" / c.ARTIFACTS_DIR).symlink_to(outside, target_is_directory=True)
+    linked.finish(status=c.SUCCESS, status_reason="completed", result=None, request_id="", contract_type="x",
+                  data={}, extra_metrics={})  # the charts are refused; the rest is written in the real folder
+    assert list(outside.iterdir()) == []
+    report = json.loads((root / "ps_inner" / c.REPORT).read_text())
+    assert set(report["chart_errors"]) == {c.EQUITY_PNG, c.DRAWDOWN_PNG}
+    assert "symlink" in report["chart_errors"][c.EQUITY_PNG]
