@@ -530,30 +530,31 @@ def research_run(*, params: RunParams, request_id: str = "", signals: SignalFile
 
 
 def runs_index_write(root: Path) -> None:
-    """outputs/runs/runs_index.csv and .json: one row per research run folder."""
-    import csv
-    import io
+    """outputs/runs/runs_index.csv and .json: one row per research run folder.
 
+    Folders and files are read as every artifact read back is (paper/artifact_files.py: no link
+    followed, regular files only, bounded); the CSV's text cells are formula-safe."""
+    from paper import artifact_files as af
     from paper.artifacts import _atomic_write, write_json
+    from paper.runbook import csv_cell
 
     rows = []
-    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.is_symlink()):
         try:
-            report = json.loads((folder / c.REPORT).read_text())
-            meta = json.loads((folder / c.METADATA).read_text())
-        except (OSError, ValueError):
+            report = json.loads(af.read_file(folder, c.REPORT).decode("utf-8"))
+            meta = json.loads(af.read_file(folder, c.METADATA).decode("utf-8"))
+            if not isinstance(report, dict) or not isinstance(meta, dict):
+                raise ValueError("not an object")
+        except (OSError, ValueError, RecursionError):
             rows.append({"run_id": folder.name, "status": "unknown", "issue": "unreadable report"})
             continue
-        m = report.get("metrics", {})
+        m = report.get("metrics", {}) if isinstance(report.get("metrics"), dict) else {}
         rows.append({"run_id": folder.name, "status": report.get("status"), "ticker": meta.get("ticker"),
                      "strategy": meta.get("strategy"), "bot_name": meta.get("bot_name"), "start": meta.get("start"),
                      "end": meta.get("end"), "total_return": m.get("total_return"), "sharpe": m.get("sharpe"),
                      "max_drawdown": m.get("max_drawdown"), "num_trades": m.get("num_trades"), "issue": ""})
     columns = ["run_id", "status", "ticker", "strategy", "bot_name", "start", "end", "total_return", "sharpe",
                "max_drawdown", "num_trades", "issue"]
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    _atomic_write(Path(root) / c.RUNS_INDEX_CSV, out.getvalue().encode())
+    text = af.csv_line(columns) + "".join(af.csv_line([csv_cell(row.get(col)) for col in columns]) for row in rows)
+    _atomic_write(Path(root) / c.RUNS_INDEX_CSV, text.encode())
     write_json(Path(root) / c.RUNS_INDEX_JSON, {"root": str(root), "runs": rows})

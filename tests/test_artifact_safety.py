@@ -614,3 +614,30 @@ def test_writes_never_follow_a_symlinked_session_folder(settings, tmp_path):
     report = json.loads((root / "ps_inner" / c.REPORT).read_text())
     assert set(report["chart_errors"]) == {c.EQUITY_PNG, c.DRAWDOWN_PNG}
     assert "symlink" in report["chart_errors"][c.EQUITY_PNG]
+
+
+def test_the_research_runs_index_reads_safely_and_writes_formula_safe_cells(tmp_path):
+    import csv
+
+    from paper.replay import runs_index_write
+
+    root = tmp_path / "runs"
+    good = root / "run_good"
+    good.mkdir(parents=True)
+    (good / c.REPORT).write_text(json.dumps({"status": "success", "metrics": {"total_return": -0.5}}))
+    (good / c.METADATA).write_text(json.dumps({"bot_name": '=HYPERLINK("http://x","y")', "ticker": "ETH-USD"}))
+    fifo = root / "run_fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / c.REPORT)
+    (fifo / c.METADATA).write_text("{}")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / c.REPORT).write_text(json.dumps({"status": "success"}))
+    (outside / c.METADATA).write_text("{}")
+    (root / "run_link").symlink_to(outside, target_is_directory=True)
+    bounded(runs_index_write, root)
+    with open(root / c.RUNS_INDEX_CSV, newline="", encoding="utf-8") as fh:
+        rows = {row["run_id"]: row for row in csv.DictReader(fh)}
+    assert set(rows) == {"run_good", "run_fifo"}  # the link is not followed
+    assert rows["run_good"]["bot_name"] == '\'=HYPERLINK("http://x","y")' and rows["run_good"]["total_return"] == "-0.5"
+    assert rows["run_fifo"]["issue"] == "unreadable report"
