@@ -15,7 +15,7 @@ from datetime import date, timedelta
 import pytest
 from django.db import OperationalError
 from django.utils import timezone
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import paper.sessions as sessions
@@ -23,12 +23,12 @@ from bots.services import backtest_run, bot_create
 from ledger.models import PaperFrame, PaperTradingRun
 from ledger.services import TERMINAL_FRAME_STAGES
 from paper.sessions import SessionRequest, session_execute, session_start, sessions_reconcile, sessions_stop
-from risk.services import kill_switch_fire, kill_switch_rearm
+from risk.services import kill_switch_fire, kill_switch_rearm, sessions_stop_all
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BARS = 8
-ACTIONS = ("stop", "kill_switch", "db_fault", "lost_ack", "crash", "worker_lost")
+ACTIONS = ("stop", "stop_all", "kill_switch", "db_fault", "lost_ack", "crash", "worker_lost")
 events = st.lists(
     st.tuples(st.integers(0, BARS), st.sampled_from(("before", "after")), st.sampled_from(ACTIONS)),
     max_size=4, unique_by=lambda e: (e[0], e[1]),
@@ -58,6 +58,8 @@ def _inject(monkeypatch, plan: list[tuple[int, str, str]]):
     def act(run_id: str, action: str) -> None:
         if action == "stop":
             sessions_stop(run_ids=[run_id], reason="operator_stop: property")
+        elif action == "stop_all":
+            sessions_stop_all(reason="property")
         elif action == "kill_switch":
             kill_switch_fire(reason="property")
         elif action == "db_fault":
@@ -106,6 +108,9 @@ def _drive(run_id: str) -> None:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(plan=events)
+@example(plan=[(4, "before", "stop_all")])  # stop-all landing mid-bar: the finding's reproduction
+@example(plan=[(4, "before", "kill_switch")])
+@example(plan=[(3, "after", "lost_ack"), (5, "before", "crash"), (6, "before", "stop")])
 def test_frames_are_gapless_with_exactly_one_terminal(ready_bot, stub_broker, monkeypatch, plan):
     kill_switch_rearm()
     run = session_start(bot=ready_bot, request=SessionRequest(
