@@ -5,8 +5,8 @@ What it does, in order:
      COPY: 20 bots, 10,000 terminal paper runs over 120 days (1 in 50 runs holds half the fills:
      200 with 2,500 each; the rest share 500,000) and 1,000,000 fills; then VACUUM ANALYZE;
   2. starts the real stack (bench/stack.py, services mode: `serve --processes 2` (two daphne
-     processes on one port) + 2 rundramatiq processes,
-     Redis db 7) and takes the demo operator's API token;
+     processes on one port) + 2 rundramatiq processes, Redis keys under a
+     prefix of its own) and takes the demo operator's API token;
   3. prints the query plans (EXPLAIN ANALYZE) of every SQL statement the list and fills
      endpoints issue, captured in-process, and fails if one reads paper_fills by Seq Scan;
   4. drives the API with locust on loopback for --duration seconds: reads at --read-rate
