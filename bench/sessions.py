@@ -26,12 +26,16 @@ def main() -> None:
     parser.add_argument("--bars", type=int, default=60)
     parser.add_argument("--pace", type=float, default=60.0, help="60 = one 60-s bar per second")
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--database-url", help="a PostgreSQL database to use (default: a scratch one)")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/5",
+                        help="Redis (the stack's keys go under a prefix of its own, deleted at the end)")
+    parser.add_argument("--port", type=int, help="the server's port (default: a free one)")
     args = parser.parse_args()
     threads = -(-args.sessions // args.processes) + 4
-    db = recreate_pg_database("papertrade_bench_sessions")
-    redis_url = "redis://127.0.0.1:6379/5"
+    db = args.database_url or recreate_pg_database("papertrade_bench_sessions")
+    redis_url = args.redis_url
     flush_redis(redis_url)
-    with tempfile.TemporaryDirectory() as tmp, Stack(mode="services", workdir=Path(tmp), database_url=db,
+    with tempfile.TemporaryDirectory() as tmp, Stack(mode="services", workdir=Path(tmp), database_url=db, port=args.port,
                                                       redis_url=redis_url, processes=args.processes,
                                                       threads=threads) as stack:
         api = Api(stack)
