@@ -122,15 +122,6 @@ def orders_upsert(*, run: PaperTradingRun, orders: Sequence[Order]) -> None:
     )
 
 
-def fills_record(*, run: PaperTradingRun, fills: Sequence[Fill]) -> int:
-    """Record fills; a fill already recorded is skipped. Returns the run's fill count."""
-    with transaction.atomic():
-        fills_insert(run_id=run.pk, fills=fills)
-        run.num_fills = PaperFill.objects.filter(paper_run=run).count()
-        PaperTradingRun.objects.filter(pk=run.pk).update(num_fills=run.num_fills, updated_at=timezone.now())
-    return run.num_fills
-
-
 def equity_points_record(*, run: PaperTradingRun, result: RunResult, start: int = 0,
                          max_points: int | None = None) -> None:
     """Insert equity points from bar `start` on (thinned evenly to `max_points`, keeping the last
@@ -198,9 +189,15 @@ def run_persist(
     `max_equity_points` thins a long replay's equity curve in the ledger (evenly, keeping the
     last bar); the artifacts keep the full curve.
 
-    Safe to call twice with the same result: nothing is duplicated.
+    Safe to call twice with the same result: nothing is duplicated. A run a stop closed
+    (sessions_stop, the kill switch) takes nothing: RunClosed. The start and end times are the
+    locked row's, never a stale copy's.
     """
     with transaction.atomic():
+        row = PaperTradingRun.objects.select_for_update().get(pk=run.pk)
+        if row.is_terminal and row.stop_requested:
+            raise RunClosed(row.status)
+        run.started_at, run.ended_at = row.started_at, row.ended_at
         orders_upsert(run=run, orders=result.orders)
         fills_insert(run_id=run.pk, fills=result.fills)
         equity_points_record(run=run, result=result, max_points=max_equity_points)

@@ -175,3 +175,23 @@ def test_a_kill_switch_whose_state_cannot_be_read_counts_as_latched(bot):
 def test_halt_reason_keeps_what_every_column_takes(sent, kept):
     assert halt_reason(sent, default="d") == kept
     assert halt_reason(None, default="d") == halt_reason("", default="d") == halt_reason(5, default="d") == "d"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stop_binds_run_persist_too(bot, eth_bars):
+    """Every ledger writer refuses a run a stop closed, and no end time is taken from a stale row."""
+    from ledger.models import PaperFill
+    from ledger.services import RunClosed, run_persist
+    from paper.sessions import sessions_stop
+
+    run = queued_run(bot)
+    stale = PaperTradingRun.objects.get(pk=run.pk)  # read before the stop: status queued, no ended_at
+    sessions_stop(run_ids=[run.pk], reason="kill_switch: drill")
+    closed = PaperTradingRun.objects.get(pk=run.pk)
+    result = bot.trading_config().build_engine(starting_cash=1000, seed=1).run(eth_bars.slice(0, 300))
+    assert result.num_fills > 0
+    with pytest.raises(RunClosed):
+        run_persist(run=stale, result=result, status="success", status_reason="completed")
+    after = PaperTradingRun.objects.get(pk=run.pk)
+    assert (after.status, after.status_reason, after.ended_at) == ("aborted", "kill_switch: drill", closed.ended_at)
+    assert not PaperFill.objects.filter(paper_run_id=run.pk).exists()
