@@ -27,13 +27,14 @@ from websockets.sync.client import connect as ws_connect
 
 from bench.stack import Stack, flush_redis, recreate_pg_database
 from tests.e2e import services
-from tests.e2e.conftest import Api, services_available
+from tests.e2e.conftest import SERVICES_ENV, Api, services_available, services_enabled
 
 pytestmark = pytest.mark.e2e
 
-SERVICES_PASS = os.environ.get("DATABASE_URL", "").startswith("postgres")
+# Services mode is explicit (PAPERTRADE_TEST_SERVICES=1, which CI's PostgreSQL + Redis pass sets).
+SERVICES_PASS = services_enabled()
 needs_services = pytest.mark.skipif(
-    not SERVICES_PASS, reason="services-mode fault tests run in the PostgreSQL + Redis pass")
+    not SERVICES_PASS, reason=f"services mode is off: set {SERVICES_ENV}=1 (PostgreSQL and Redis on 127.0.0.1)")
 
 # Faster supervision than production so the tests take seconds, not minutes.
 FAST = {"PAPER_RECONCILE_SECONDS": "1", "PAPER_RESUME_AFTER_SECONDS": "5", "PAPER_ARTIFACTS_DELAY_MS": "0"}
