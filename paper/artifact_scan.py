@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
+from django.db import connections
 
 from config.errors import AppError
 
@@ -51,6 +52,9 @@ def root_scan(what: str, compute: Callable, **kwargs):
         except BaseException as exc:  # handed to the request, which raises it
             outcome["error"] = exc
         finally:
+            # A scan reads files, not the database; should a compute ever query, its connection
+            # goes back to the pool with the thread rather than being held by a dead thread.
+            connections.close_all()
             _slots.release()
             done.set()
 

@@ -39,10 +39,16 @@ def bounded(fn, *args, timeout: float = LIMIT, **kwargs):
     outcome = {}
 
     def run():
+        from django.db import connections
+
         try:
             outcome["value"] = fn(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - re-raised below, in the test's thread
             outcome["error"] = exc
+        finally:
+            # The test client keeps a request's connection open (the test's transaction); in this
+            # thread nobody else would close it, and on PostgreSQL each would keep a pooled one.
+            connections.close_all()
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()

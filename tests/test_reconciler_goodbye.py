@@ -44,9 +44,14 @@ def stopped_run_with_no_worker():
 
 
 def _reconcile() -> dict:
+    from django.db import connections
+
     from paper.sessions import sessions_reconcile
 
-    return sessions_reconcile()
+    try:
+        return sessions_reconcile()
+    finally:
+        connections.close_all()  # this thread's connection back to the pool (PostgreSQL)
 
 
 async def test_an_open_socket_receives_the_goodbye_the_reconciler_writes(stub_broker):
