@@ -22,6 +22,10 @@ SECRET_KEY = env.str("SECRET_KEY", default=DEV_SECRET_KEY)
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 
+# The subsystems the kill switch stops, each with its one halt handler (risk/registry.py). Bots
+# trade only through their paper sessions, so sessions are the one thing there is to stop.
+RISK_HALT_HANDLERS = {"paper": "paper.sessions.sessions_halt"}
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",

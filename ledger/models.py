@@ -27,6 +27,17 @@ class RunStatus(models.TextChoices):
 
 TERMINAL_STATUSES = (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.ABORTED)
 
+# status_reason codes: one vocabulary for the DB, the API, artifacts and the CLI. A reason is
+# "<code>" or "<code>: <words>" (e.g. "kill_switch: fired by alice").
+REASON_COMPLETED = "completed"
+REASON_RISK_HALT = "risk_halt"
+REASON_KILL_SWITCH = "kill_switch"
+REASON_OPERATOR_STOP = "operator_stop"
+REASON_WORKER_LOST = "worker_lost"
+REASON_RESUME_MISMATCH = "resume_mismatch"
+REASON_EXCEPTION = "exception"
+REASON_BROKER_UNAVAILABLE = "broker_unavailable"
+
 
 class PaperTradingRun(models.Model):
     id = models.CharField(primary_key=True, max_length=40, default=new_run_id, editable=False)

@@ -26,7 +26,20 @@ from bots.services import paper_gate_check
 from config.errors import AppError, Conflict, NotFound
 from ledger import selectors as ledger_selectors
 from ledger import services as ledger
-from ledger.models import PaperFill, PaperFrame, PaperTradingRun, RunStatus
+from ledger.models import (  # noqa: F401 - the reason codes are re-exported for callers of this module
+    REASON_BROKER_UNAVAILABLE,
+    REASON_COMPLETED,
+    REASON_EXCEPTION,
+    REASON_KILL_SWITCH,
+    REASON_OPERATOR_STOP,
+    REASON_RESUME_MISMATCH,
+    REASON_RISK_HALT,
+    REASON_WORKER_LOST,
+    PaperFill,
+    PaperFrame,
+    PaperTradingRun,
+    RunStatus,
+)
 from paper import artifact_contract, halts
 from paper.artifacts import RunArtifacts, ts_iso
 from paper.engine.bars import Bars, timeframe_seconds
@@ -38,15 +51,6 @@ from risk.services import kill_switch_assert_armed
 
 log = logging.getLogger(__name__)
 
-# status_reason codes: one vocabulary for the DB, the API, artifacts and the CLI.
-REASON_COMPLETED = "completed"
-REASON_RISK_HALT = "risk_halt"
-REASON_KILL_SWITCH = "kill_switch"
-REASON_OPERATOR_STOP = "operator_stop"
-REASON_WORKER_LOST = "worker_lost"
-REASON_RESUME_MISMATCH = "resume_mismatch"
-REASON_EXCEPTION = "exception"
-REASON_BROKER_UNAVAILABLE = "broker_unavailable"
 
 TERMINAL_STAGES = {
     RunStatus.SUCCESS: "session.completed",
@@ -700,6 +704,18 @@ def sessions_stop(*, run_ids: list[str] | None, reason: str) -> dict:
         raise
     halts.stop_push(ids, reason)
     return {"stopped": ids, "count": len(ids), "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+def sessions_halt(reason: str):
+    """The paper subsystem's halt handler (settings.RISK_HALT_HANDLERS): every active session
+    stopped, once, whichever door fired (the kill switch, /bots/halt-all, /paper/stop-all)."""
+    from risk.registry import HaltReport
+
+    report = sessions_stop(run_ids=None, reason=reason)
+    bots = sorted(set(PaperTradingRun.objects.filter(pk__in=report["stopped"]).values_list("bot_id", flat=True)))
+    return HaltReport(subsystem="paper", stopped=report["stopped"],
+                      detail=f"{report['count']} sessions of {len(bots)} bots stopped"
+                             + (f" (bots {', '.join(map(str, bots))})" if bots else ""))
 
 
 def session_stop(*, run_id: str, user=None) -> dict:

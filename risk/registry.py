@@ -1,6 +1,8 @@
-"""The halt registry: every subsystem that can be stopped registers a handler here.
+"""The halt registry: one handler per subsystem that has something of its own to stop.
 
-The kill switch fans out to all of them; later subsystems plug in from their AppConfig.ready().
+The kill switch fans out to every one. They are named in settings.RISK_HALT_HANDLERS
+({subsystem: "dotted.path"}), so the list is read in one place and no app registers itself
+from `AppConfig.ready()`; `register_halt_handler` adds one at run time (tests, plug-ins).
 """
 from __future__ import annotations
 
@@ -37,4 +39,9 @@ def register_halt_handler(subsystem: str, handler: HaltHandler) -> None:
 
 
 def halt_handlers() -> dict[str, HaltHandler]:
-    return dict(_HANDLERS)
+    """Every subsystem's halt handler: the configured ones, then any registered at run time."""
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    configured = {name: import_string(path) for name, path in getattr(settings, "RISK_HALT_HANDLERS", {}).items()}
+    return {**configured, **_HANDLERS}

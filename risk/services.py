@@ -16,6 +16,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from config.errors import AppError, Forbidden
+from ledger.models import REASON_KILL_SWITCH, REASON_OPERATOR_STOP
 from risk.models import HaltEvent, KillSwitch
 from risk.registry import HaltReport, halt_handlers
 
@@ -159,22 +160,24 @@ def kill_switch_fire(*, reason: str | None = None, user=None) -> dict:
     """The top-bar kill switch: latch, then fan out to every registered subsystem."""
     who = getattr(user, "username", "") or "the system"
     text = halt_reason(reason, default=f"kill switch fired by {who}")
-    return halt_subsystems(subsystems=None, reason=f"kill_switch: {text}", user=user, latch=True,
+    return halt_subsystems(subsystems=None, reason=f"{REASON_KILL_SWITCH}: {text}", user=user, latch=True,
                            scope="kill-switch")
 
 
 def bots_halt_all(*, reason: str | None = None, user=None) -> dict:
-    """Stop every bot's sessions and latch the kill switch (POST /bots/halt-all)."""
+    """Stop every bot's sessions and latch the kill switch (POST /bots/halt-all). A bot trades
+    only through its paper sessions: the paper subsystem is what there is to stop."""
     who = getattr(user, "username", "") or "the system"
     text = halt_reason(reason, default=f"halt-all by {who}")
-    return halt_subsystems(subsystems=["bots"], reason=f"kill_switch: {text}", user=user, latch=True, scope="bots")
+    return halt_subsystems(subsystems=["paper"], reason=f"{REASON_KILL_SWITCH}: {text}", user=user, latch=True,
+                           scope="bots")
 
 
 def sessions_stop_all(*, reason: str | None = None, user=None) -> dict:
     """Stop every active session without latching (POST /paper/stop-all)."""
     who = getattr(user, "username", "") or "the system"
     text = halt_reason(reason, default=f"stop-all by {who}")
-    return halt_subsystems(subsystems=["paper"], reason=f"operator_stop: {text}", user=user, latch=False,
+    return halt_subsystems(subsystems=["paper"], reason=f"{REASON_OPERATOR_STOP}: {text}", user=user, latch=False,
                            scope="paper")
 
 

@@ -162,8 +162,9 @@ def test_halt_all_stops_every_bots_sessions_and_latches(api, ready_bot_id):
     report = response.json()
     assert report["scope"] == "bots" and report["latched"] is True and report["elapsed_ms"] >= 0
     assert report["reason"] == "kill_switch: halt-all by alice"
-    [bots] = report["subsystems"]
-    assert bots["subsystem"] == "bots" and bots["stopped"] == [f"bot:{ready_bot_id}"] and report["stopped"] == 1
+    [paper] = report["subsystems"]  # a bot trades only through its sessions: they are what is stopped
+    assert paper["subsystem"] == "paper" and paper["stopped"] == [run_id] and report["stopped"] == 1
+    assert f"bots {ready_bot_id}" in paper["detail"]
     assert PaperTradingRun.objects.get(pk=run_id).status == "aborted"
     assert seed_step_2(api, ready_bot_id).status_code == 423
 

@@ -195,3 +195,33 @@ def test_a_stop_binds_run_persist_too(bot, eth_bars):
     after = PaperTradingRun.objects.get(pk=run.pk)
     assert (after.status, after.status_reason, after.ended_at) == ("aborted", "kill_switch: drill", closed.ended_at)
     assert not PaperFill.objects.filter(paper_run_id=run.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("door", ["/kill-switch", "/bots/halt-all", "/paper/stop-all"])
+def test_each_door_runs_each_halt_handler_once_and_stops_each_session_once(api, bot, door, monkeypatch):
+    """One stop path (issue 14): every door reaches the paper subsystem's one handler once, which
+    closes all N sessions in one ledger update and pushes one stop for each."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from risk import registry
+
+    runs = [queued_run(bot) for _ in range(4)]
+    calls: dict[str, int] = {}
+    for name, handler in registry.halt_handlers().items():  # each one counted (a run-time handler wins)
+        def counted(reason, _name=name, _handler=handler):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _handler(reason)
+        monkeypatch.setitem(registry._HANDLERS, name, counted)
+    pushed: list[list[str]] = []
+    real_push = halts.stop_push
+    monkeypatch.setattr(halts, "stop_push", lambda ids, reason="": (pushed.append(list(ids)), real_push(ids, reason)))
+    with CaptureQueriesContext(connection) as queries:
+        assert post(api, door, {"reason": "once"}).status_code == 200
+    assert calls == {"paper": 1}
+    closing = [q["sql"] for q in queries.captured_queries
+               if q["sql"].startswith('UPDATE "paper_trading_runs"') and "stop_requested" in q["sql"]]
+    assert len(closing) == 1
+    assert pushed == [sorted(r.id for r in runs)]
+    assert set(PaperTradingRun.objects.values_list("status", flat=True)) == {"aborted"}
