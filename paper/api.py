@@ -3,10 +3,8 @@
 Reads go through ledger/selectors.py; stops through paper/sessions.py and risk/services.py.
 """
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
-from django.conf import settings
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
 from ninja import Path as PathParam

@@ -11,7 +11,6 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 from django import forms
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render

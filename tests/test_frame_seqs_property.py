@@ -22,7 +22,13 @@ import paper.sessions as sessions
 from bots.services import backtest_run, bot_create
 from ledger.models import PaperFrame, PaperTradingRun
 from ledger.services import TERMINAL_FRAME_STAGES
-from paper.sessions import SessionRequest, session_execute, session_start, sessions_reconcile, sessions_stop
+from paper.sessions import (
+    SessionRequest,
+    session_execute,
+    session_start,
+    sessions_reconcile,
+    sessions_stop,
+)
 from risk.services import kill_switch_fire, kill_switch_rearm, sessions_stop_all
 
 pytestmark = pytest.mark.django_db(transaction=True)

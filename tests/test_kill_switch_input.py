@@ -17,7 +17,12 @@ from paper import halts
 from paper.sessions import SessionRequest, session_start
 from paper.tokens import api_token_create
 from risk.models import HaltEvent, KillSwitch
-from risk.services import KillSwitchLatched, halt_reason, kill_switch_assert_armed, kill_switch_rearm
+from risk.services import (
+    KillSwitchLatched,
+    halt_reason,
+    kill_switch_assert_armed,
+    kill_switch_rearm,
+)
 
 # (door, latches, the reason prefix it stores)
 DOORS = [
